@@ -1,0 +1,47 @@
+# The verbs people type. Each target is a thin wrapper over the real command; `make help` lists them.
+# Every target installs what is missing first, so any of them works as the first command on a fresh machine.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+# Machines without internet keep a copy of MNIST beside the checkout (../shared/data/mnist);
+# use it when present, unless DIGITREC_MNIST_DIR is already set. Elsewhere MNIST is downloaded.
+export DIGITREC_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
+
+.DEFAULT_GOAL := help
+.PHONY: help install data train eval test test-fast tensorboard clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --progress-bar off -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed data ## create .venv, install digitrec and its dependencies, get MNIST
+
+data: $(VENV)/.installed ## download (or find) MNIST and verify its checksums
+	$(BIN)/digitrec data
+
+train: install ## train the default model (extra overrides: make train ARGS="model.lr=3e-4")
+	$(BIN)/digitrec train $(ARGS)
+
+eval: install ## evaluate a checkpoint: make eval CKPT=outputs/train/runs/<run>/checkpoints/last.ckpt
+	$(BIN)/digitrec eval ckpt_path=$(CKPT) $(ARGS)
+
+test: install ## run the whole test suite (the slow end-to-end tests too)
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: install ## run the fast tests only
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+tensorboard: $(VENV)/.installed ## TensorBoard over every run in outputs/, on http://127.0.0.1:6006
+	$(BIN)/tensorboard --logdir outputs --host 127.0.0.1 --port 6006
+
+clean: ## remove caches and build files (never outputs/ or data/)
+	rm -rf .pytest_cache build dist src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,46 @@
+"""What a person sees in the terminal: a live bar or one line per epoch, and no advertising."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, RichProgressBar
+
+
+class EpochLines(Callback):
+    """Prints one short line per finished epoch (for CI logs and files, where a bar is noise)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not hasattr(self, "started"):
+            return
+        metrics = trainer.callback_metrics
+        shown = "  ".join(f"{k} {float(metrics[k]):.4f}" for k in ("train/loss", "val/loss", "val/acc") if k in metrics)
+        seconds = time.perf_counter() - self.started
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({seconds:.1f} s)", flush=True)
+
+
+def progress_callbacks(mode: str) -> tuple[list[Callback], bool]:
+    """The callbacks for a progress mode (auto, bar, lines) and whether Lightning's bar is on."""
+    if mode == "auto":
+        mode = "bar" if sys.stdout.isatty() else "lines"
+    if mode == "bar":
+        return [RichProgressBar()], True
+    return [EpochLines()], False
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip")
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's product tips and a deprecation warning from its own internals (not ours to fix)."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

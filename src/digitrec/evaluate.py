@@ -1,0 +1,29 @@
+"""digitrec eval: the official test set on a checkpoint, the model rebuilt from the file alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from digitrec.checkpoint import load_model
+from digitrec.train import build_trainer, print_summary, run_overrides, setup_run, write_metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    setup_run(cfg)
+    model = load_model(cfg.ckpt_path)
+    datamodule = instantiate(cfg.data)
+    trainer = build_trainer(cfg)
+    results = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    metrics = {
+        **{k: float(v) for k, v in results.items()},
+        "ckpt_path": str(cfg.ckpt_path),
+        "hyper_parameters": dict(model.hparams),
+        "overrides": run_overrides(),
+    }
+    write_metrics(Path(cfg.paths.output_dir), metrics)
+    print_summary("evaluation done", metrics)
+    return metrics

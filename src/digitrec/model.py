@@ -1,0 +1,124 @@
+"""The tutorial's MLP and the LightningModule that trains it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+# Mean and standard deviation of the MNIST training pixels scaled to [0, 1].
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+
+class MLP(nn.Module):
+    """784 -> hidden sizes (ReLU) -> classes, with the input normalisation built in.
+
+    Takes images as uint8 in [0, 255] or float in [0, 1] (white digit on black),
+    shaped (N, 28, 28) or (N, 784), so every caller feeds the same kind of data.
+    """
+
+    def __init__(
+        self,
+        input_size: int = 784,
+        hidden_sizes: Sequence[int] = (500, 100),
+        num_classes: int = 10,
+        mean: float = MNIST_MEAN,
+        std: float = MNIST_STD,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = input_size
+        for hidden in hidden_sizes:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(*layers)
+        # Buffers, so the normalisation travels with the weights in every checkpoint.
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.flatten(1)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        return self.layers((x - self.mean) / self.std)
+
+
+class DigitClassifier(L.LightningModule):
+    """Cross-entropy training of the MLP with Adam; metrics per stage with torchmetrics."""
+
+    def __init__(
+        self,
+        input_size: int = 784,
+        hidden_sizes: Sequence[int] = (500, 100),
+        num_classes: int = 10,
+        lr: float = 1e-3,
+        mean: float = MNIST_MEAN,
+        std: float = MNIST_STD,
+    ) -> None:
+        super().__init__()
+        # Plain Python types only: checkpoints must load with torch.load(weights_only=True)
+        # and rebuild this module from the file alone.
+        self.save_hyperparameters(
+            {
+                "input_size": int(input_size),
+                "hidden_sizes": [int(h) for h in hidden_sizes],
+                "num_classes": int(num_classes),
+                "lr": float(lr),
+                "mean": float(mean),
+                "std": float(std),
+            }
+        )
+        hp = self.hparams
+        self.net = MLP(hp.input_size, hp.hidden_sizes, hp.num_classes, hp.mean, hp.std)
+        self.loss_fn = nn.CrossEntropyLoss()
+        # One metric object per stage, so their states never mix.
+        acc = lambda: MulticlassAccuracy(num_classes=hp.num_classes, average="micro", validate_args=False)  # noqa: E731
+        self.train_acc, self.val_acc, self.test_acc = acc(), acc(), acc()
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]):
+        images, labels = batch
+        logits = self.net(images)
+        return self.loss_fn(logits, labels), logits.argmax(dim=1), labels
+
+    def on_train_start(self) -> None:
+        # The sanity-check validation pass must not count as the best epoch.
+        self.val_acc_best.reset()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, preds, labels = self._step(batch)
+        self.train_loss(loss)
+        self.train_acc(preds, labels)
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, preds, labels = self._step(batch)
+        self.val_loss(loss)
+        self.val_acc(preds, labels)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, preds, labels = self._step(batch)
+        self.test_loss(loss)
+        self.test_acc(preds, labels)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

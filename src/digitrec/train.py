@@ -1,0 +1,124 @@
+"""The training path: config -> data -> model -> trainer -> best checkpoint -> test -> metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from digitrec.checkpoint import export_model, load_checkpoint
+from digitrec.config import check_config
+from digitrec.errors import DigitrecError
+from digitrec.console import progress_callbacks, quiet_lightning
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURE_KEYS = ("input_size", "hidden_sizes", "num_classes")
+
+
+def build_trainer(cfg: DictConfig, loggers: list | bool = False) -> L.Trainer:
+    """A Trainer from cfg.trainer, with the progress display and checkpoint callbacks of cfg."""
+    callbacks, show_bar = progress_callbacks(cfg.get("progress", "auto"))
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers,
+        enable_progress_bar=show_bar,
+        enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
+    )
+
+
+def setup_run(cfg: DictConfig) -> None:
+    """Checks and global settings shared by every command that runs a Trainer."""
+    check_config(cfg)
+    quiet_lightning()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
+
+
+def check_resume(ckpt_path: str, model: L.LightningModule) -> None:
+    """Refuse a resume checkpoint that is unsafe, not ours, or of another architecture, before fitting."""
+    saved = load_checkpoint(ckpt_path)["hyper_parameters"]
+    for key in ARCHITECTURE_KEYS:
+        if saved.get(key) != model.hparams[key]:
+            raise DigitrecError(
+                f"checkpoint {ckpt_path} has model.{key}={saved.get(key)}, but the config says {model.hparams[key]}: "
+                f"resume with the same model settings (model.{key}={saved.get(key)})"
+            )
+
+
+def run_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
+    path = run_dir / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return path
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    setup_run(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    started = time.perf_counter()
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    model: L.LightningModule = instantiate(cfg.model)
+    if cfg.ckpt_path:
+        check_resume(cfg.ckpt_path, model)
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
+    trainer = build_trainer(cfg, loggers)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    train_seconds = time.perf_counter() - started
+    val_acc_best = trainer.callback_metrics.get("val/acc_best")
+
+    # Test the best epoch (by val/acc), not the last; fast_dev_run and callbacks=none keep no checkpoint.
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+    # trainer.test restored the best weights into `model`: that is the model we export.
+    model_path = export_model(model, run_dir / "model.ckpt")
+
+    metrics = {
+        "status": "ok",
+        **{k: float(v) for k, v in test_results[0].items()},
+        "val/acc_best": float(val_acc_best) if val_acc_best is not None else None,
+        "epochs": trainer.current_epoch,
+        "train_seconds": round(train_seconds, 2),
+        "best_ckpt_path": best or None,
+        "model_path": str(model_path),
+        "run_dir": str(run_dir),
+        "overrides": run_overrides(),
+    }
+    write_metrics(run_dir, metrics)
+    print_summary("training done", metrics)
+    return metrics
+
+
+def print_summary(title: str, metrics: dict[str, Any]) -> None:
+    rows = [
+        ("test/acc", f"{metrics['test/acc']:.4f}  (official 10k MNIST test set)"),
+        ("test/loss", f"{metrics['test/loss']:.4f}"),
+    ]
+    if metrics.get("val/acc_best") is not None:
+        rows.append(("val/acc_best", f"{metrics['val/acc_best']:.4f}"))
+    for key, label in (("run_dir", "run dir"), ("best_ckpt_path", "best ckpt"), ("ckpt_path", "checkpoint"), ("model_path", "model")):
+        if metrics.get(key):
+            rows.append((label, metrics[key]))
+    if "run_dir" in metrics and "model_path" in metrics:
+        rows.append(("curves", "make tensorboard  (TensorBoard over outputs/ on http://127.0.0.1:6006)"))
+    width = max(len(label) for label, _ in rows)
+    print(f"\ndigitrec: {title}")
+    for label, value in rows:
+        print(f"  {label.ljust(width)}  {value}")
+    print(flush=True)
