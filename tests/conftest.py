@@ -1,0 +1,49 @@
+"""Shared test fixtures: the real MNIST files and a way to run the real `digitrec` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny but real training run: 1 epoch on 20 batches of real MNIST, the full official test set.
+TINY_TRAIN = [
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=20",
+    "+trainer.limit_val_batches=2",
+    "progress=lines",
+]
+
+
+def find_mnist_dir() -> Path:
+    """The folder with the official MNIST files: $DIGITREC_MNIST_DIR, else what `make data` downloaded."""
+    configured = os.environ.get("DIGITREC_MNIST_DIR")
+    folder = Path(configured) if configured else REPO / "data" / "MNIST" / "raw"
+    if not folder.is_dir():
+        pytest.fail(f"MNIST not found at {folder}: set DIGITREC_MNIST_DIR or run `make data` first", pytrace=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    return find_mnist_dir()
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    from digitrec.mnist import load_mnist
+
+    return load_mnist(mnist_dir)
+
+
+def run_digitrec(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real command line (`python -m digitrec ...`) with this interpreter, as a user would."""
+    full_env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir()), "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "digitrec", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
