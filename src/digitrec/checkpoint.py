@@ -13,12 +13,14 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from digitrec.errors import DigitrecError
-from digitrec.model import DigitClassifier
+
+if TYPE_CHECKING:
+    from digitrec.model import DigitClassifier
 
 EXPORT_FORMAT = "digitrec.model/1"
 
@@ -51,6 +53,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "checkpoint") -> DigitClassifier:
     """Rebuild the trained model from a loaded checkpoint alone."""
+    # Imported here: `load_checkpoint` serves `digitrec predict`, which must not pay for Lightning.
+    from digitrec.model import DigitClassifier
+
     try:
         model = DigitClassifier(**checkpoint["hyper_parameters"])
         model.load_state_dict(checkpoint["state_dict"])
