@@ -11,6 +11,7 @@ Every load passes `weights_only=True` explicitly: a pickle payload never runs.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,12 +36,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        # torch explains at length; the first line says what it refused.
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
-        raise DigitrecError(
-            f"checkpoint {path} was refused: it holds objects other than tensors and plain types "
-            f"({reason[:160]}); only load checkpoints written by digitrec"
-        ) from None
+        # "Unsupported global" means the file asks to run code (a pickled class or function);
+        # anything else means it is not a checkpoint at all.
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if unsafe:
+            raise DigitrecError(
+                f"checkpoint {path} was refused: it holds a pickled object ({unsafe.group(1)}), not only tensors "
+                "and plain types; only load checkpoints written by digitrec"
+            ) from None
+        raise DigitrecError(f"checkpoint {path} is not a readable PyTorch file: it may be truncated or corrupt") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise DigitrecError(f"checkpoint {path} is not a readable PyTorch file ({type(err).__name__}): it may be truncated or corrupt") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
