@@ -6,7 +6,9 @@ Hydra composes `configs/`; `check_config` then merges the result into typed data
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -23,6 +25,27 @@ if not OmegaConf.has_resolver("run_id"):
     OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
 
 
+def overrides_suffix(override_dirname: str, limit: int = 120) -> str:
+    """`_<overrides>` for a directory name (empty without overrides), so run names say what differs.
+
+    Slashes in values would nest directories, so they become `-`; a very long list is cut and
+    ends in a short hash, which keeps two different cut lists apart.
+    """
+    if not override_dirname:
+        return ""
+    name = re.sub(r"[/\\\s]+", "-", override_dirname)
+    if len(name) > limit:
+        name = f"{name[: limit - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return f"_{name}"
+
+
+if not OmegaConf.has_resolver("overrides_suffix"):
+    OmegaConf.register_new_resolver("overrides_suffix", overrides_suffix)
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class ModelSchema:
     _target_: str = "digitrec.model.DigitClassifier"
@@ -32,6 +55,10 @@ class ModelSchema:
     lr: float = 1e-3
     mean: float = 0.1307
     std: float = 0.3081
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    lr_schedule: str = "constant"
 
 
 @dataclass
@@ -62,6 +89,10 @@ def _rules(cfg: DictConfig, model: DictConfig | None, data: DictConfig) -> list[
             ("model.input_size", model.input_size, model.input_size == 784, "784 (28x28 MNIST images)"),
             ("model.num_classes", model.num_classes, model.num_classes == 10, "10 (the digits 0-9)"),
             ("model.std", model.std, model.std > 0, "a positive number"),
+            ("model.optimizer", model.optimizer, model.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+            ("model.weight_decay", model.weight_decay, model.weight_decay >= 0, "a number >= 0, e.g. model.weight_decay=0.01"),
+            ("model.momentum", model.momentum, 0 <= model.momentum < 1, "between 0 and 1 (used by model.optimizer=sgd)"),
+            ("model.lr_schedule", model.lr_schedule, model.lr_schedule in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
         ]
     trainer = cfg.trainer
     max_epochs = trainer.get("max_epochs")

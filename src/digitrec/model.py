@@ -16,7 +16,7 @@ __all__ = ["MLP", "MNIST_MEAN", "MNIST_STD", "DigitClassifier"]
 
 
 class DigitClassifier(L.LightningModule):
-    """Cross-entropy training of the MLP with Adam; metrics per stage with torchmetrics."""
+    """Cross-entropy training of the MLP (Adam by default); metrics per stage with torchmetrics."""
 
     def __init__(
         self,
@@ -26,6 +26,10 @@ class DigitClassifier(L.LightningModule):
         lr: float = 1e-3,
         mean: float = MNIST_MEAN,
         std: float = MNIST_STD,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
         # Plain Python types only: checkpoints must load with torch.load(weights_only=True)
@@ -38,6 +42,10 @@ class DigitClassifier(L.LightningModule):
                 "lr": float(lr),
                 "mean": float(mean),
                 "std": float(std),
+                "optimizer": str(optimizer),
+                "weight_decay": float(weight_decay),
+                "momentum": float(momentum),
+                "lr_schedule": str(lr_schedule),
             }
         )
         hp = self.hparams
@@ -87,5 +95,18 @@ class DigitClassifier(L.LightningModule):
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0, weight_decay=hp.weight_decay)
+        else:
+            adam = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
+            optimizer = adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "cosine":
+            # Per step down to zero at the last one: a smooth decay, no jumps between epochs.
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.estimated_stepping_batches))
+            interval = "step"
+        else:
+            # A no-op schedule, so that LearningRateMonitor logs the rate as train/lr either way.
+            schedule, interval = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), "epoch"
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": interval, "name": "train/lr"}}
