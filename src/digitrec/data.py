@@ -32,7 +32,8 @@ class TensorBatches:
             order = torch.randperm(n, generator=self.generator).to(self.labels.device)
             for start in range(0, n, self.batch_size):
                 index = order[start : start + self.batch_size]
-                yield self.images[index], self.labels[index]
+                # index_select, not images[index]: for uint8 images it is ~15x faster on a CPU.
+                yield self.images.index_select(0, index), self.labels.index_select(0, index)
         else:
             for start in range(0, n, self.batch_size):
                 yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
@@ -78,6 +79,13 @@ class MNISTDataModule(L.LightningDataModule):
         self.train_split = (put(mnist.train_images[train_idx]), put(mnist.train_labels[train_idx]))
         self.val_split = (put(mnist.train_images[val_idx]), put(mnist.train_labels[val_idx]))
         self.test_split = (put(mnist.test_images), put(mnist.test_labels))
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # setup() put the splits on the training device already: skip Lightning's generic walk
+        # over the batch, a measurable share of a step this small.
+        if all(t.device == device for t in batch):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def train_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.train_split, self.batch_size, shuffle=True, seed=self.seed)
