@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from digitrec.checkpoint import export_model, load_checkpoint
 from digitrec.config import check_config
 from digitrec.errors import DigitrecError
+from digitrec.runtime import skip_futile_nvml_probe
 from digitrec.console import progress_callbacks, quiet_lightning
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def setup_run(cfg: DictConfig) -> None:
     """Checks and global settings shared by every command that runs a Trainer."""
     check_config(cfg)
     quiet_lightning()
+    skip_futile_nvml_probe()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
