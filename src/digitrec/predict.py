@@ -222,7 +222,7 @@ def main(argv: list[str]) -> int:
     try:
         ckpt = Path(args.ckpt) if args.ckpt else newest_run_checkpoint()
         if not args.ckpt:
-            print(f"digitrec predict: using {ckpt} (best checkpoint of the newest run; --ckpt to choose)", file=sys.stderr)
+            print(f"digitrec predict: using {ckpt}, from the newest run under {RUNS_ROOT}/ (--ckpt PATH to choose)", file=sys.stderr)
         predictor = Predictor.from_checkpoint(ckpt)
     except DigitrecError as err:
         print(f"digitrec: error: {err}", file=sys.stderr)
