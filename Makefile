@@ -11,7 +11,7 @@ ARGS ?=
 export DIGITREC_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train eval test test-fast tensorboard clean
+.PHONY: help install data train eval test test-fast bench bench-smoke tensorboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,16 @@ test: install ## run the whole test suite (the slow end-to-end tests too)
 
 test-fast: install ## run the fast tests only
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+# The benchmark's default is the issue's: 3 interleaved rounds of 5 epochs (about 12 minutes on 2 cores).
+ROUNDS ?= 3
+EPOCHS ?= 5
+
+bench: $(VENV)/.installed ## time digitrec against plain PyTorch loops into benchmarks/results/ (quicker: make bench ROUNDS=1 EPOCHS=2)
+	$(BIN)/python -m benchmarks.bench --rounds $(ROUNDS) --epochs $(EPOCHS) $(ARGS)
+
+bench-smoke: $(VENV)/.installed ## the benchmark on a tiny setting, into a temp folder: checks that it runs, measures nothing
+	$(BIN)/python -m benchmarks.bench --smoke $(ARGS)
 
 tensorboard: $(VENV)/.installed ## TensorBoard over every run in outputs/, on http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir outputs --host 127.0.0.1 --port 6006

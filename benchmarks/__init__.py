@@ -1,0 +1,1 @@
+"""Speed and memory measurements of digitrec against plain PyTorch loops (`make bench`)."""

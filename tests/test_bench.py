@@ -1,0 +1,75 @@
+"""The benchmark harness (`make bench`) still runs end to end: its tiny setting, which measures nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, find_mnist_dir
+
+VARIANTS = {"tutorial", "tensor", "digitrec"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir()), "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", "--smoke", "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, json.loads((out / "bench.json").read_text())
+
+
+@pytest.mark.slow
+def test_every_variant_ran_the_tiny_setting(smoke):
+    _, results = smoke
+    assert results["setting"] == {"rounds": 1, "epochs": 1, "steps_per_epoch": 5, "batch_size": 100, "hidden_sizes": [500, 100]}
+    (only_round,) = results["rounds"]
+    assert set(only_round) == VARIANTS
+    for run in only_round.values():
+        (epoch,) = run["epochs"]
+        assert 0 < epoch["wall"] < run["process_wall_s"]
+        assert epoch["cpu"] > 0
+        assert run["peak_rss_mb"] > 100  # PyTorch alone takes more
+        assert 0 <= run["test_acc"] <= 1
+    # digitrec's validation is timed apart from its training steps.
+    (with_validation,) = only_round["digitrec"]["epochs_with_validation"]
+    assert with_validation["wall"] > only_round["digitrec"]["epochs"][0]["wall"]
+
+
+@pytest.mark.slow
+def test_summary_ratios_targets_and_floor_are_reported(smoke):
+    _, results = smoke
+    assert set(results["summary"]) == VARIANTS
+    for summary in results["summary"].values():
+        assert summary["epoch_s_min"] <= summary["epoch_s_median"] <= summary["epoch_s_max"]
+        assert summary["ms_per_1000_samples"] > 0
+    assert set(results["ratios"]) == {"digitrec/tensor", "tutorial/digitrec", "tutorial/tensor"}
+    ratio = results["ratios"]["digitrec/tensor"]
+    expected = results["summary"]["digitrec"]["epoch_s_median"] / results["summary"]["tensor"]["epoch_s_median"]
+    assert ratio["wall"]["median"] == pytest.approx(expected)  # one round: its ratio is the median's
+    assert {t["target"] for t in results["targets"]} == {
+        "digitrec epoch <= 1.3x tensor loop",
+        "digitrec process <= 1.6x tensor loop",
+        "digitrec >= 4x faster than tutorial",
+        "digitrec peak RSS <= 1500 MB",
+    }
+    assert results["floor"]["gflops_per_s"] > 0 and results["floor"]["min_epoch_s"] > 0
+    assert results["machine"]["threads"] >= 1 and results["scaling"] == []
+
+
+@pytest.mark.slow
+def test_markdown_has_the_table_the_ratios_and_the_command(smoke):
+    out, results = smoke
+    markdown = (out / "bench.md").read_text()
+    assert results["command"] in markdown
+    assert "| | tutorial loop | tensor loop | digitrec |" in markdown
+    for row in ("epoch, median (min–max)", "per 1,000 samples", "whole process, median", "peak RSS", "test accuracy"):
+        assert f"| {row} |" in markdown
+    assert "| digitrec / tensor loop |" in markdown and "Arithmetic floor" in markdown
