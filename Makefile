@@ -11,7 +11,7 @@ ARGS ?=
 export DIGITREC_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train eval test test-fast bench bench-smoke tensorboard clean
+.PHONY: help install data train eval sweep experiments search sweep-report test test-fast bench bench-smoke tensorboard clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,18 @@ train: install ## train the default model (extra overrides: make train ARGS="mod
 
 eval: install ## evaluate a checkpoint: make eval CKPT=outputs/train/runs/<run>/checkpoints/last.ckpt
 	$(BIN)/digitrec eval ckpt_path=$(CKPT) $(ARGS)
+
+sweep: install ## a sweep, then its summary: make sweep ARGS="model.lr=1e-3,3e-4 data.batch_size=64,128"
+	$(BIN)/digitrec train -m $(ARGS)
+
+experiments: install ## train every config in configs/experiment/, then a summary comparing them
+	$(BIN)/digitrec train -m 'experiment=glob(*)' $(ARGS)
+
+search: install ## the Optuna search; run it again to continue it (longer: ARGS="hydra.sweeper.n_trials=40")
+	$(BIN)/digitrec train hparams_search=optuna $(ARGS)
+
+sweep-report: $(VENV)/.installed ## a past sweep's summary again: make sweep-report DIR=outputs/train/multiruns/<sweep>
+	$(BIN)/digitrec sweep-report $(DIR)
 
 test: install ## run the whole test suite (the slow end-to-end tests too)
 	$(BIN)/python -m pytest $(ARGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from digitrec.errors import DigitrecError
 
@@ -12,6 +13,7 @@ USAGE = """usage: digitrec COMMAND [ARGS...]
 commands:
   train [KEY=VALUE ...]     train a model (Hydra overrides; -m KEY=A,B for a sweep)
   eval ckpt_path=PATH       test a checkpoint on the official MNIST test set
+  sweep-report DIR          the summary of a sweep (one row per job, best first), as CSV and markdown
   predict IMAGE [IMAGE ...] recognise the digit in image files (--help for options)
   export --ckpt PATH ...    write the model as ONNX or a plain state_dict (--help for options)
   data [KEY=VALUE ...]      download (or find) and verify MNIST
@@ -19,6 +21,9 @@ commands:
 examples:
   digitrec train model.lr=3e-4 trainer.max_epochs=10 data.batch_size=64
   digitrec train experiment=tutorial
+  digitrec train -m model.lr=1e-3,3e-4 data.batch_size=64,128      # 4 jobs, then a summary
+  digitrec train -m 'experiment=glob(*)'                           # every experiment config
+  digitrec train hparams_search=optuna                              # a resumable Optuna search
   digitrec train --cfg job          # print the composed config, train nothing
   digitrec eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt
 """
@@ -34,7 +39,22 @@ def one_line(err: BaseException) -> str:
     return " ".join(text.split()) or type(err).__name__
 
 
-def compose(config_name: str, overrides: list[str]):
+def quote_paths(args: list[str]) -> list[str]:
+    """Quote override values that name an existing file or folder.
+
+    Run directories are named by their overrides (`0_model.lr=0.001,data.batch_size=64`), and
+    Hydra would read that `=` and `,` as syntax: a pasted checkpoint path must still just work.
+    """
+    quoted = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and value[:1] not in ("'", '"') and any(c in value for c in "=,[]()") and Path(value).exists():
+            arg = f"{key}='" + value.replace("'", "\\'") + "'"
+        quoted.append(arg)
+    return quoted
+
+
+def compose(config_name: str, overrides: list[str], with_hydra: bool = False):
     """Compose a config as Hydra will, so mistakes surface as one line before any work starts."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
@@ -46,28 +66,133 @@ def compose(config_name: str, overrides: list[str]):
     try:
         with initialize_config_module("digitrec.configs", version_base="1.3"):
             # No Hydra run exists yet to name the output directory; the user's own value still wins.
-            return hydra_compose(config_name, overrides=["paths.output_dir=.", *overrides])
+            return hydra_compose(config_name, overrides=["paths.output_dir=.", *overrides], return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as err:
+        message = one_line(err)
+        if "submitit" in message:
+            message += " (the SLURM launcher is an extra: pip install -e '.[slurm]')"
+        raise DigitrecError(f"bad override: {message}") from None
+
+
+def parse_overrides(overrides: list[str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
         raise DigitrecError(f"bad override: {one_line(err)}") from None
 
 
-def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
-    """Run `task` under Hydra (run directories, multirun, sweepers), pre-checking a single run."""
-    import hydra
+def check_sweep(config_name: str, overrides: list[str]) -> list[str]:
+    """Compose every value of every swept key once (not every combination): a typo in a key or a
+    config name stops the sweep before its first job. Bad values are left to their jobs, which
+    record them as failed in the sweep's summary.
+
+    Returns the overrides that name the sweep's directories (see sweep_naming).
+    """
+    from hydra.errors import HydraException
+
+    parsed = parse_overrides(overrides)
+    fixed, swept = [], []
+    for override in parsed:
+        try:
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else None
+        except HydraException:  # glob() and the intervals of an Optuna search: nothing to enumerate here
+            continue
+        if values is None:
+            fixed.append(override.input_line)
+        elif values:
+            swept.append([f"{override.get_key_element()}={value}" for value in values])
+    first = [values[0] for values in swept]
+    cfg = compose(config_name, fixed + first, with_hydra=True)
+    for i, values in enumerate(swept):
+        for value in values[1:]:
+            compose(config_name, fixed + first[:i] + [value] + first[i + 1 :])
+    return sweep_naming(cfg, parsed)
+
+
+# Keys that change neither a job's result nor what a search finds.
+UNNAMED_KEYS = ("hparams_search", "progress", "threads")
+
+
+def sweep_naming(cfg, parsed: list) -> list[str]:
+    """Hydra overrides that name a sweep's directories by what matters.
+
+    Jobs: by what differs between them (the keys every job shares are left out of their names).
+    Optuna: the study by the command's overrides, so that the same command continues the same
+    study (n_trials and launcher settings aside) and a command with other settings starts its own.
+    """
+    from digitrec.config import overrides_suffix
+
+    keys = {o.key_or_group for o in parsed}
+    naming = []
+    if "hydra.job.config.override_dirname.exclude_keys" not in keys:
+        shared = [o.key_or_group for o in parsed if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+        excluded = [*cfg.hydra.job.config.override_dirname.exclude_keys, *shared]
+        naming.append("hydra.job.config.override_dirname.exclude_keys=[" + ",".join(f"'{k}'" for k in excluded) + "]")
+    if str(cfg.hydra.sweeper.get("_target_", "")).endswith("ResumableOptunaSweeper") and "hydra.sweeper.study_name" not in keys:
+        command = sorted(o.input_line for o in parsed if not o.key_or_group.startswith("hydra") and o.key_or_group not in UNNAMED_KEYS)
+        naming.append(f"hydra.sweeper.study_name='search{overrides_suffix(','.join(command))}'")
+    return naming
+
+
+def precheck(config_name: str, args: list[str]) -> list[str]:
+    """One line for a mistake in the command, before Hydra starts (a single run: every value too).
+
+    Returns overrides to add for a sweep (see check_sweep).
+    """
+    from hydra.types import RunMode
+    from omegaconf import open_dict
 
     from digitrec.config import check_config
 
-    if not (set(args) & (HYDRA_INFO_FLAGS | MULTIRUN_FLAGS)):
-        check_config(compose(config_name, [a for a in args if not a.startswith("-")]))
+    overrides = [a for a in args if not a.startswith("-")]
+    if set(args) & MULTIRUN_FLAGS or any(o.is_sweep_override() for o in parse_overrides(overrides)):
+        return check_sweep(config_name, overrides)
+    cfg = compose(config_name, overrides, with_hydra=True)
+    if cfg.hydra.mode == RunMode.MULTIRUN:  # hparams_search=optuna sweeps without -m
+        return check_sweep(config_name, overrides)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    check_config(cfg)
+    return []
+
+
+def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
+    """Run `task` under Hydra (run directories, multirun, sweepers), pre-checking the command."""
+    import hydra
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.digitrec_optuna_sweeper import ResumableOptunaSweeper
+
+    from digitrec.sweep import in_multirun, run_sweep_job
+
+    # Hydra finds plugins by listing the hydra_plugins folders, which an editable install hides
+    # behind an import hook: register digitrec's own sweeper by hand.
+    Plugins.instance().register(ResumableOptunaSweeper)
+
+    command_line = list(sys.argv)
+    args = quote_paths(args)
+    if not set(args) & HYDRA_INFO_FLAGS:
+        args = [*args, *precheck(config_name, args)]
 
     def task_with_clean_errors(cfg):
+        # Lightning's ddp starts the other devices by re-running this command: give it back as typed.
+        sys.argv = command_line
+        if in_multirun():
+            return run_sweep_job(task, cfg)
         try:
             return task(cfg)
         except DigitrecError as err:
             raise SystemExit(f"digitrec: error: {err}") from None
 
     sys.argv = [f"digitrec {config_name}", *args]
-    hydra.main(version_base="1.3", config_path="pkg://digitrec.configs", config_name=config_name)(task_with_clean_errors)()
+    try:
+        hydra.main(version_base="1.3", config_path="pkg://digitrec.configs", config_name=config_name)(task_with_clean_errors)()
+    except ValueError as err:
+        if "can be specified" not in str(err):  # Hydra's own check of its flags, e.g. -m with --cfg
+            raise
+        raise DigitrecError(str(err)) from None
 
 
 def train_command(args: list[str]) -> int:
@@ -87,12 +212,18 @@ def eval_command(args: list[str]) -> int:
 def data_command(args: list[str]) -> int:
     from hydra.utils import instantiate
 
-    cfg = compose("train", args)
+    cfg = compose("train", quote_paths(args))
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup()
     print(f"MNIST ready and verified in {datamodule.folder()}")
     return 0
+
+
+def sweep_report_command(args: list[str]) -> int:
+    from digitrec.sweep import report_main
+
+    return report_main(args)
 
 
 def predict_command(args: list[str]) -> int:
@@ -113,6 +244,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "predict": predict_command,
     "export": export_command,
     "data": data_command,
+    "sweep-report": sweep_report_command,
 }
 
 

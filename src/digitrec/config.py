@@ -28,12 +28,12 @@ if not OmegaConf.has_resolver("run_id"):
 def overrides_suffix(override_dirname: str, limit: int = 120) -> str:
     """`_<overrides>` for a directory name (empty without overrides), so run names say what differs.
 
-    Slashes in values would nest directories, so they become `-`; a very long list is cut and
-    ends in a short hash, which keeps two different cut lists apart.
+    Characters that nest directories (slashes) or need quoting become `-`; a very long list is
+    cut and ends in a short hash, which keeps two different cut lists apart.
     """
     if not override_dirname:
         return ""
-    name = re.sub(r"[/\\\s]+", "-", override_dirname)
+    name = re.sub(r"[^\w.,=+\-\[\]()]+", "-", override_dirname)
     if len(name) > limit:
         name = f"{name[: limit - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
     return f"_{name}"
@@ -44,6 +44,8 @@ if not OmegaConf.has_resolver("overrides_suffix"):
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
+# What a sweep may rank its jobs by: the numbers every run writes into metrics.json.
+OBJECTIVES = ("val/acc_best", "test/acc", "test/loss")
 
 
 @dataclass
@@ -99,6 +101,8 @@ def _rules(cfg: DictConfig, model: DictConfig | None, data: DictConfig) -> list[
     rules.append(("trainer.max_epochs", max_epochs, isinstance(max_epochs, int) and max_epochs >= 1, "an integer >= 1, e.g. trainer.max_epochs=5"))
     threads = cfg.get("threads")
     rules.append(("threads", threads, threads is None or (isinstance(threads, int) and threads >= 1), "null (PyTorch's default) or an integer >= 1"))
+    objective = cfg.get("optimized_metric")
+    rules.append(("optimized_metric", objective, objective in (None, *OBJECTIVES), f"one of {', '.join(OBJECTIVES)}"))
     progress = cfg.get("progress", "auto")
     rules.append(("progress", progress, progress in ("auto", "bar", "lines"), "one of auto, bar, lines"))
     return rules

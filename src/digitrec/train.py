@@ -12,12 +12,15 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+from omegaconf import DictConfig
 
 from digitrec.checkpoint import export_model, load_checkpoint
 from digitrec.config import check_config
 from digitrec.errors import DigitrecError
 from digitrec.runtime import skip_futile_nvml_probe
+from digitrec.sweep import in_multirun
 from digitrec.console import progress_callbacks, quiet_lightning
 
 log = logging.getLogger(__name__)
@@ -25,17 +28,56 @@ log = logging.getLogger(__name__)
 ARCHITECTURE_KEYS = ("input_size", "hidden_sizes", "num_classes")
 
 
+class TrainingWatch(L.Callback):
+    """Fails a run whose loss is no longer a number, with the reason, instead of training on NaNs;
+    and counts finished epochs in callback_metrics, the one place that spawned device processes
+    report back from (their trainer.current_epoch stays theirs)."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.callback_metrics["epochs"] = torch.tensor(float(trainer.current_epoch + 1))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for key in ("train/loss_step", "val/loss"):
+            value = trainer.callback_metrics.get(key)
+            if value is not None and not torch.isfinite(value).all():
+                raise DigitrecError(
+                    f"training diverged: {key.removesuffix('_step')} is {float(value)} in epoch {trainer.current_epoch + 1} "
+                    f"(try a smaller model.lr than {pl_module.hparams.get('lr')})"
+                )
+
+
 def build_trainer(cfg: DictConfig, loggers: list | bool = False) -> L.Trainer:
     """A Trainer from cfg.trainer, with the progress display and checkpoint callbacks of cfg."""
     callbacks, show_bar = progress_callbacks(cfg.get("progress", "auto"))
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    return instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers,
-        enable_progress_bar=show_bar,
-        enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
-    )
+    if not loggers:  # LearningRateMonitor refuses to start without a logger to write to
+        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
+    callbacks.append(TrainingWatch())
+
+    def make(**settings) -> L.Trainer:
+        return instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers,
+            enable_progress_bar=show_bar,
+            enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
+            **settings,
+        )
+
+    trainer = make()
+    # Strategies like ddp start each extra device by re-running the command line; in a sweep that
+    # command is the whole sweep (a duplicate sweep, clashing jobs). Spawned processes do not.
+    if in_multirun() and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        if not isinstance(trainer.strategy, DDPStrategy):
+            raise DigitrecError(
+                f"trainer.strategy={cfg.trainer.get('strategy', 'auto')} re-runs the command on each device, which in a sweep "
+                "re-runs the whole sweep: use trainer.strategy=ddp_spawn or trainer.devices=1 with -m"
+            )
+        log.info("in a sweep, ddp becomes ddp_spawn: ddp would re-run the whole sweep on each extra device")
+        trainer = make(strategy="ddp_spawn")
+    return trainer
 
 
 def setup_run(cfg: DictConfig) -> None:
@@ -88,14 +130,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Test the best epoch (by val/acc), not the last; fast_dev_run and callbacks=none keep no checkpoint.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
-    # trainer.test restored the best weights into `model`: that is the model we export.
+    if not trainer.is_global_zero:  # the other processes of a multi-device run leave the files to rank 0
+        return {}
+    if best:
+        # The tested weights, loaded here: with spawned processes `model` still holds the last epoch's.
+        model.load_state_dict(load_checkpoint(best)["state_dict"])
     model_path = export_model(model, run_dir / "model.ckpt")
 
     metrics = {
         "status": "ok",
         **{k: float(v) for k, v in test_results[0].items()},
         "val/acc_best": float(val_acc_best) if val_acc_best is not None else None,
-        "epochs": trainer.current_epoch,
+        "epochs": int(trainer.callback_metrics.get("epochs", trainer.current_epoch)),
         "train_seconds": round(train_seconds, 2),
         "best_ckpt_path": best or None,
         "model_path": str(model_path),

@@ -1,0 +1,228 @@
+"""Sweeps: each job's outcome recorded in its directory, and one summary across the jobs.
+
+Every job writes `metrics.json` (a failed one too, with its reason) beside Hydra's
+`.hydra/overrides.yaml`, so the summary is built from the sweep directory alone: at the end
+of a sweep (a Hydra callback) and at any later time (`digitrec sweep-report DIR`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+
+from digitrec.errors import DigitrecError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OBJECTIVE = "val/acc_best"
+SUMMARY_FILES = ("summary.csv", "summary.md")
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def reason_of(err: BaseException) -> str:
+    """The first line of an error; our own errors are self-explanatory, others get their type."""
+    text = " ".join(str(err).strip().splitlines()[:1])[:300]
+    if isinstance(err, DigitrecError):
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def run_sweep_job(task: Callable[[Any], dict[str, Any]], cfg) -> Any:
+    """Run one job of a sweep. A failure is recorded in the job's metrics.json and the sweep goes on.
+
+    Returns the sweep's objective (what Optuna's sweeper optimises), or None for a failed job,
+    which the Optuna sweeper records as a failed trial.
+    """
+    from digitrec.train import run_overrides, write_metrics
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        metrics = task(cfg)
+    except Exception as err:  # noqa: BLE001  (any failure of one job, a bug included: the others still run)
+        reason = reason_of(err)
+        if not isinstance(err, DigitrecError):
+            (run_dir / "traceback.txt").write_text(traceback.format_exc())
+            reason += " (traceback.txt in the job's directory)"
+        write_metrics(run_dir, {"status": "failed", "reason": reason, "run_dir": str(run_dir), "overrides": run_overrides()})
+        print(f"digitrec: job {HydraConfig.get().job.num} failed: {reason}", file=sys.stderr, flush=True)
+        return None
+    objective = cfg.get("optimized_metric")
+    return metrics.get(objective) if objective else metrics
+
+
+# --- the summary ------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    num: int
+    name: str
+    overrides: list[str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return self.metrics.get("status", "unfinished")
+
+
+def read_jobs(sweep_dir: Path) -> list[Job]:
+    """The jobs of a sweep directory: every subdirectory that Hydra started a job in."""
+    jobs = []
+    for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
+        job_dir = overrides_file.parent.parent
+        number = job_dir.name.split("_", 1)[0]
+        metrics_file = job_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        jobs.append(Job(int(number) if number.isdigit() else -1, job_dir.name, yaml.safe_load(overrides_file.read_text()) or [], metrics))
+    return sorted(jobs, key=lambda job: (job.num, job.name))
+
+
+def read_objective(sweep_dir: Path) -> str:
+    for config in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
+        return (yaml.safe_load(config.read_text()) or {}).get("optimized_metric") or DEFAULT_OBJECTIVE
+    return DEFAULT_OBJECTIVE
+
+
+def ranked(jobs: list[Job], objective: str) -> list[Job]:
+    """Best first by the objective (losses: lowest first); then failed, then unfinished jobs."""
+    sign = 1 if "loss" in objective else -1
+
+    def key(job: Job):
+        value = job.metrics.get(objective)
+        if job.status == "ok" and value is not None:
+            return (0, sign * value, job.num)
+        return (1 if job.status == "failed" else 2, 0, job.num)
+
+    return sorted(jobs, key=key)
+
+
+def common_overrides(jobs: list[Job]) -> list[str]:
+    if len(jobs) < 2:
+        return []
+    shared = set(jobs[0].overrides).intersection(*(job.overrides for job in jobs[1:]))
+    return [o for o in jobs[0].overrides if o in shared]
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def status_text(job: Job) -> str:
+    if job.status == "failed":
+        return f"failed: {job.metrics.get('reason', '')}"
+    if job.status == "unfinished":
+        return "unfinished (interrupted, or still running)"
+    return job.status
+
+
+def summary_rows(jobs: list[Job], objective: str) -> tuple[list[str], list[list[str]], list[str]]:
+    """(header, rows, common overrides) of the summary table; the best job's rank says so."""
+    shared = common_overrides(jobs)
+    metric_columns = [objective] + [m for m in ("val/acc_best", "test/acc") if m != objective]
+    header = ["rank", "job", "overrides", *metric_columns, "epochs", "train time", "status"]
+    rows = []
+    for rank, job in enumerate(ranked(jobs, objective), start=1):
+        ok = job.status == "ok" and job.metrics.get(objective) is not None
+        seconds = job.metrics.get("train_seconds")
+        rows.append(
+            [
+                (f"{rank} best" if rank == 1 else str(rank)) if ok else "-",
+                str(job.num),
+                " ".join(o for o in job.overrides if o not in shared) or "(none)",
+                *(fmt(job.metrics.get(m)) for m in metric_columns),
+                fmt(job.metrics.get("epochs")),
+                f"{seconds:.1f} s" if seconds is not None else "",
+                status_text(job),
+            ]
+        )
+    return header, rows, shared
+
+
+def markdown(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
+    header, rows, shared = summary_rows(jobs, objective)
+    counts = {s: sum(job.status == s for job in jobs) for s in ("ok", "failed", "unfinished")}
+    direction = "lower" if "loss" in objective else "higher"
+    lines = [
+        f"# Sweep summary: {sweep_dir}",
+        "",
+        f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f". Sorted by {objective} ({direction} is better).",
+    ]
+    if shared:
+        lines.append(f"Overrides of every job: {' '.join(shared)}")
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(c.replace("|", "\\|").ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    lines += ["", line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(sweep_dir: str | Path) -> str:
+    """Write summary.csv and summary.md into the sweep directory; return the markdown."""
+    sweep_dir = Path(sweep_dir)
+    jobs = read_jobs(sweep_dir)
+    objective = read_objective(sweep_dir)
+    text = markdown(sweep_dir, jobs, objective)
+    (sweep_dir / "summary.md").write_text(text)
+    metric_keys = [objective] + [m for m in ("val/acc_best", "test/acc", "test/loss") if m != objective]
+    with (sweep_dir / "summary.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["rank", "best", "job", "status", "reason", *metric_keys, "epochs", "train_seconds", "overrides", "run_dir"])
+        for rank, job in enumerate(ranked(jobs, objective), start=1):
+            ok = job.status == "ok" and job.metrics.get(objective) is not None
+            writer.writerow(
+                [
+                    rank if ok else "",
+                    "yes" if ok and rank == 1 else "",
+                    job.num,
+                    job.status,
+                    job.metrics.get("reason", ""),
+                    *(job.metrics.get(m, "") for m in metric_keys),
+                    job.metrics.get("epochs", ""),
+                    job.metrics.get("train_seconds", ""),
+                    " ".join(job.overrides),
+                    sweep_dir / job.name,
+                ]
+            )
+    return text
+
+
+class SweepSummary(Callback):
+    """Hydra callback: when a sweep ends, write its summary into the sweep directory and print it."""
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        text = write_summary(sweep_dir)
+        print(f"\n{text}\nsummary: {sweep_dir / 'summary.md'} and summary.csv; curves: make tensorboard", flush=True)
+
+
+def report_main(args: list[str]) -> int:
+    """digitrec sweep-report DIR: rebuild and print the summary of a past sweep."""
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: digitrec sweep-report SWEEP_DIR  (e.g. outputs/train/multiruns/<sweep>)", file=sys.stderr)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    sweep_dir = Path(args[0])
+    if not sweep_dir.is_dir():
+        raise DigitrecError(f"sweep directory {sweep_dir} does not exist: pass a directory under outputs/*/multiruns or outputs/*/optuna")
+    if not any(sweep_dir.glob("*/.hydra/overrides.yaml")):
+        raise DigitrecError(f"{sweep_dir} holds no sweep jobs (no */.hydra/overrides.yaml): pass the sweep's directory, not a job's")
+    print(write_summary(sweep_dir), end="")
+    print(f"\nwritten: {sweep_dir / 'summary.md'} and {sweep_dir / 'summary.csv'}")
+    return 0

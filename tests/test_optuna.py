@@ -1,0 +1,92 @@
+"""hparams_search=optuna: a real TPE search whose study survives a kill and continues."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY_TRAIN, find_mnist_dir, run_digitrec
+
+SEARCH = ["hparams_search=optuna", "hydra.sweeper.n_trials=3", *TINY_TRAIN]
+
+
+def load_study(study_dir: Path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{study_dir / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage)
+
+
+def job_metrics(study_dir: Path) -> dict[int, str]:
+    """Trial number -> its metrics.json text, for every job that recorded an outcome."""
+    return {int(p.parent.name.split("_")[0]): p.read_text() for p in study_dir.glob("*/metrics.json")}
+
+
+def test_the_search_config_composes_with_a_stored_seeded_study(tmp_path):
+    result = run_digitrec("train", "hparams_search=optuna", "--cfg", "hydra", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    hydra = yaml.safe_load(result.stdout)["hydra"]
+    sweeper = hydra["sweeper"]
+    assert hydra["mode"] == "MULTIRUN"
+    assert sweeper["_target_"] == "hydra_plugins.digitrec_optuna_sweeper.ResumableOptunaSweeper"
+    assert sweeper["direction"] == "maximize" and sweeper["sampler"]["_target_"] == "optuna.samplers.TPESampler"
+    assert sweeper["sampler"]["seed"] == "${seed}"
+    assert sweeper["storage"] == "sqlite:///${hydra.sweep.dir}/optuna.db"
+    assert hydra["sweep"]["dir"] == "${paths.output_root}/${task_name}/optuna/${hydra.sweeper.study_name}"
+    assert {"model.lr", "data.batch_size", "model.hidden_sizes", "model.optimizer"} <= set(sweeper["params"])
+
+
+@pytest.mark.slow
+def test_a_search_stores_its_study_and_continues_it_after_a_kill(tmp_path):
+    env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir()), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "digitrec", "train", *SEARCH]
+
+    # 1. A complete search of 3 trials.
+    first = run_digitrec("train", *SEARCH, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (study_dir,) = (tmp_path / "outputs" / "train" / "optuna").iterdir()
+    named_by = sorted(a for a in TINY_TRAIN if not a.startswith("progress="))
+    assert study_dir.name == "search_" + ",".join(named_by), "named by the command's overrides"
+    study = load_study(study_dir)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    recorded = job_metrics(study_dir)
+    for trial in study.trials:
+        assert trial.value == json.loads(recorded[trial.number])["val/acc_best"], "Optuna maximises val/acc_best"
+    assert len({json.dumps(t.params, sort_keys=True) for t in study.trials}) == 3
+    assert "3 jobs: 3 ok." in first.stdout
+
+    # 2. The same search made longer, killed while its 5th trial runs.
+    longer = [*command, "hydra.sweeper.n_trials=6"]
+    run = subprocess.Popen(longer, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(study_dir.glob("4_*/.hydra")) and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.1)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait(timeout=60)
+    assert list(study_dir.glob("4_*/.hydra")), "the 5th trial had started"
+    before = job_metrics(study_dir)
+    killed = [t for t in load_study(study_dir).trials if t.state.name == "RUNNING"]
+    assert [t.number for t in killed] == [4] and 4 not in before
+
+    # 3. The same command again: the study continues where it stopped.
+    again = subprocess.run(longer, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = load_study(study_dir)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 6, "n_trials counts the whole study: only the missing trials ran"
+    after = job_metrics(study_dir)
+    assert all(after[number] == text for number, text in before.items()), "earlier trials' jobs are untouched"
+    # The interrupted trial failed, and its parameters ran again as the next trial.
+    assert study.trials[4].state.name == "FAIL" and study.trials[5].params == killed[0].params
+    assert sorted(after) == sorted(t.number for t in complete), "job directories are numbered by trial"
+    assert "6 ok" in again.stdout
