@@ -1,0 +1,110 @@
+"""What a run adds to TensorBoard beyond the scalars: the HParams tab and test-time figures.
+
+Both are callbacks (configs/callbacks/tensorboard.yaml) that write through the run's
+TensorBoardLogger and do nothing without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import OmegaConf
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+from digitrec.figures import confusion_matrix_figure, misclassified_grid
+
+
+def tensorboard_loggers(trainer: L.Trainer) -> list[TensorBoardLogger]:
+    if not trainer.is_global_zero:
+        return []
+    return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def hparam_value(value: Any) -> int | float | str | bool:
+    """The HParams tab takes numbers, strings and booleans; lists (hidden sizes) become text."""
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value).replace("'", "")
+
+
+class HParamsSummary(L.Callback):
+    """Records the run's hyperparameters for the HParams tab, with the metrics it should show.
+
+    The metric values are not written here: TensorBoard reads the last value of each metric's
+    scalar curve in the same run (val/acc_best per epoch, test/acc at the end).
+    """
+
+    def __init__(self, hparams: Mapping[str, Any], metrics: Sequence[str] = ("val/acc_best", "test/acc")) -> None:
+        self.values = {key: hparam_value(value) for key, value in hparams.items()}
+        # Read now, in the process Hydra started: spawned device processes have no Hydra config.
+        if HydraConfig.initialized():
+            self.values = {"experiment": hparam_value(HydraConfig.get().runtime.choices.get("experiment")), **self.values}
+        self.metrics = list(metrics)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for logger in tensorboard_loggers(trainer):
+            # What Lightning's own log_hyperparams writes, minus its placeholder metric values.
+            summaries = hparams_summaries(self.values, dict.fromkeys(self.metrics, 0.0))
+            writer = logger.experiment._get_file_writer()
+            for summary in summaries:
+                writer.add_summary(summary)
+            writer.flush()
+
+
+class TestFigures(L.Callback):
+    """At test time: the confusion matrix and the misclassified digits the model was surest about."""
+
+    def __init__(self, max_misclassified: int = 64) -> None:
+        self.max_misclassified = max_misclassified
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        classes = pl_module.hparams.num_classes
+        self.matrix = torch.zeros(classes * classes, dtype=torch.long, device=pl_module.device)
+        self.wrong: list[tuple[torch.Tensor, ...]] = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not tensorboard_loggers(trainer):
+            return
+        images, labels = batch
+        # test_step keeps no predictions; one more forward pass of an MLP costs next to nothing.
+        confidence, predicted = pl_module(images).softmax(dim=1).max(dim=1)
+        classes = pl_module.hparams.num_classes
+        self.matrix += torch.bincount(labels * classes + predicted, minlength=classes * classes)
+        wrong = predicted != labels
+        if wrong.any():
+            self.wrong.append(tuple(t[wrong].cpu() for t in (images, predicted, labels, confidence)))
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loggers = tensorboard_loggers(trainer)
+        if not loggers:
+            return
+        classes = pl_module.hparams.num_classes
+        matrix = self.matrix.view(classes, classes).cpu().numpy()
+        figures = {"test/confusion_matrix": confusion_matrix_figure(matrix)}
+        if self.wrong:
+            images, predicted, labels, confidence = (torch.cat(parts) for parts in zip(*self.wrong))
+            surest = confidence.argsort(descending=True)[: self.max_misclassified]
+            figures["test/misclassified"] = misclassified_grid(
+                as_uint8(images[surest]), predicted[surest].numpy(), labels[surest].numpy(), total=len(labels)
+            )
+        for logger in loggers:
+            for tag, picture in figures.items():
+                logger.experiment.add_image(tag, picture, global_step=trainer.global_step, dataformats="HWC")
+
+
+def as_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, 28, 28) uint8 from the batches' images: uint8 already, or floats in [0, 1]."""
+    images = images.reshape(len(images), 28, 28)
+    if images.dtype != torch.uint8:
+        images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return images.numpy()
