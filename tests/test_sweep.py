@@ -198,3 +198,16 @@ def test_ddp_in_a_sweep_runs_each_job_once_in_spawned_processes(tmp_path):
     assert "ddp becomes ddp_spawn" in (job / "train.log").read_text()
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["epochs"] == 1 and 0.5 < metrics["test/acc"] <= 1
+
+
+def test_an_eval_sweep_is_ranked_by_test_acc(tmp_path):
+    """digitrec eval -m ckpt_path=A,B: no objective in its config, and no status in its metrics."""
+    for num, acc in ((0, 0.91), (1, 0.95)):
+        job = tmp_path / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"ckpt_path=c{num}.ckpt"]))
+        (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"task_name": "eval"}))
+        (job / "metrics.json").write_text(json.dumps({"test/acc": acc, "test/loss": 0.2}))
+    assert "Sorted by test/acc (higher is better)" in write_summary(tmp_path)
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert [(r["job"], r["best"], r["status"]) for r in rows] == [("1", "yes", "ok"), ("0", "", "ok")]

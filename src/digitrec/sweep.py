@@ -26,7 +26,8 @@ from digitrec.errors import DigitrecError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OBJECTIVE = "val/acc_best"
+# For sweeps whose config names no objective (digitrec eval -m ...).
+DEFAULT_OBJECTIVE = "test/acc"
 SUMMARY_FILES = ("summary.csv", "summary.md")
 
 
@@ -77,7 +78,9 @@ class Job:
 
     @property
     def status(self) -> str:
-        return self.metrics.get("status", "unfinished")
+        if not self.metrics:
+            return "unfinished"
+        return self.metrics.get("status", "ok")  # eval writes no status: it has no other outcome
 
 
 def read_jobs(sweep_dir: Path) -> list[Job]:
@@ -98,8 +101,9 @@ def read_objective(sweep_dir: Path) -> str:
     return DEFAULT_OBJECTIVE
 
 
-def ranked(jobs: list[Job], objective: str) -> list[Job]:
-    """Best first by the objective (losses: lowest first); then failed, then unfinished jobs."""
+def standings(jobs: list[Job], objective: str) -> list[tuple[int | None, Job]]:
+    """(rank, job), best first by the objective (losses: lowest first); then the failed and the
+    unfinished jobs, which have no rank."""
     sign = 1 if "loss" in objective else -1
 
     def key(job: Job):
@@ -108,7 +112,13 @@ def ranked(jobs: list[Job], objective: str) -> list[Job]:
             return (0, sign * value, job.num)
         return (1 if job.status == "failed" else 2, 0, job.num)
 
-    return sorted(jobs, key=key)
+    ordered = sorted(jobs, key=key)
+    ranked = sum(key(job)[0] == 0 for job in ordered)
+    return [(i + 1 if i < ranked else None, job) for i, job in enumerate(ordered)]
+
+
+def metric_keys(objective: str, others: tuple[str, ...] = ("val/acc_best", "test/acc")) -> list[str]:
+    return [objective, *(m for m in others if m != objective)]
 
 
 def common_overrides(jobs: list[Job]) -> list[str]:
@@ -132,31 +142,25 @@ def status_text(job: Job) -> str:
     return job.status
 
 
-def summary_rows(jobs: list[Job], objective: str) -> tuple[list[str], list[list[str]], list[str]]:
-    """(header, rows, common overrides) of the summary table; the best job's rank says so."""
+def markdown(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
+    """The summary as a markdown table (aligned, so that it reads in a terminal too)."""
     shared = common_overrides(jobs)
-    metric_columns = [objective] + [m for m in ("val/acc_best", "test/acc") if m != objective]
-    header = ["rank", "job", "overrides", *metric_columns, "epochs", "train time", "status"]
+    metrics = metric_keys(objective)
+    header = ["rank", "job", "overrides", *metrics, "epochs", "train time", "status"]
     rows = []
-    for rank, job in enumerate(ranked(jobs, objective), start=1):
-        ok = job.status == "ok" and job.metrics.get(objective) is not None
+    for rank, job in standings(jobs, objective):
         seconds = job.metrics.get("train_seconds")
         rows.append(
             [
-                (f"{rank} best" if rank == 1 else str(rank)) if ok else "-",
+                "-" if rank is None else f"{rank} best" if rank == 1 else str(rank),
                 str(job.num),
                 " ".join(o for o in job.overrides if o not in shared) or "(none)",
-                *(fmt(job.metrics.get(m)) for m in metric_columns),
+                *(fmt(job.metrics.get(m)) for m in metrics),
                 fmt(job.metrics.get("epochs")),
                 f"{seconds:.1f} s" if seconds is not None else "",
                 status_text(job),
             ]
         )
-    return header, rows, shared
-
-
-def markdown(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
-    header, rows, shared = summary_rows(jobs, objective)
     counts = {s: sum(job.status == s for job in jobs) for s in ("ok", "failed", "unfinished")}
     direction = "lower" if "loss" in objective else "higher"
     lines = [
@@ -172,6 +176,29 @@ def markdown(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_csv(path: Path, sweep_dir: Path, jobs: list[Job], objective: str) -> None:
+    """The summary with every value unformatted, and all of each job's overrides."""
+    metrics = metric_keys(objective, ("val/acc_best", "test/acc", "test/loss"))
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["rank", "best", "job", "status", "reason", *metrics, "epochs", "train_seconds", "overrides", "run_dir"])
+        for rank, job in standings(jobs, objective):
+            writer.writerow(
+                [
+                    rank or "",
+                    "yes" if rank == 1 else "",
+                    job.num,
+                    job.status,
+                    job.metrics.get("reason", ""),
+                    *(job.metrics.get(m, "") for m in metrics),
+                    job.metrics.get("epochs", ""),
+                    job.metrics.get("train_seconds", ""),
+                    " ".join(job.overrides),
+                    sweep_dir / job.name,
+                ]
+            )
+
+
 def write_summary(sweep_dir: str | Path) -> str:
     """Write summary.csv and summary.md into the sweep directory; return the markdown."""
     sweep_dir = Path(sweep_dir)
@@ -179,26 +206,7 @@ def write_summary(sweep_dir: str | Path) -> str:
     objective = read_objective(sweep_dir)
     text = markdown(sweep_dir, jobs, objective)
     (sweep_dir / "summary.md").write_text(text)
-    metric_keys = [objective] + [m for m in ("val/acc_best", "test/acc", "test/loss") if m != objective]
-    with (sweep_dir / "summary.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["rank", "best", "job", "status", "reason", *metric_keys, "epochs", "train_seconds", "overrides", "run_dir"])
-        for rank, job in enumerate(ranked(jobs, objective), start=1):
-            ok = job.status == "ok" and job.metrics.get(objective) is not None
-            writer.writerow(
-                [
-                    rank if ok else "",
-                    "yes" if ok and rank == 1 else "",
-                    job.num,
-                    job.status,
-                    job.metrics.get("reason", ""),
-                    *(job.metrics.get(m, "") for m in metric_keys),
-                    job.metrics.get("epochs", ""),
-                    job.metrics.get("train_seconds", ""),
-                    " ".join(job.overrides),
-                    sweep_dir / job.name,
-                ]
-            )
+    write_csv(sweep_dir / "summary.csv", sweep_dir, jobs, objective)
     return text
 
 
