@@ -242,6 +242,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # for the GEMM floor measured here, like the runs
     command = "python -m benchmarks.bench " + shlex.join(argv if argv is not None else sys.argv[1:])
     batch, hidden = args.defaults["batch_size"], DEFAULT_HIDDEN
     widths = [784, *hidden, 10]
@@ -280,8 +282,6 @@ def main(argv: list[str] | None = None) -> None:
     except BenchError as err:
         raise SystemExit(f"bench: error: {err}") from None
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     floor = gemm_floor(batch, widths, steps, args.device)
     summary = {v: summarize([r[v] for r in rounds], steps * batch) for v in args.variants}
     ratio = {}

@@ -96,6 +96,13 @@ def write_markdown(results: dict, path: Path, plot: Path | None) -> Path:
         f"{floor['min_epoch_s']:.2f} s.",
         "",
     ]
+    if "tutorial" in results["summary"]:
+        ceiling = results["summary"]["tutorial"]["epoch_s_median"] / floor["min_epoch_s"]
+        lines += [
+            f"So no loop at these threads can be more than {ceiling:.1f}x faster per epoch than the tutorial's here "
+            "(its epoch time over the floor).",
+            "",
+        ]
     if results["scaling"]:
         lines += ["## Scaling (one run each, median epoch)", "", *scaling_table(results["scaling"]), ""]
         if plot:
