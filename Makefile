@@ -51,7 +51,7 @@ test: install ## run the whole test suite (the slow end-to-end tests too)
 test-fast: install ## run the fast tests only
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
-# The benchmark's default is the issue's: 3 interleaved rounds of 5 epochs (about 12 minutes on 2 cores).
+# The benchmark's default is the issue's: 3 interleaved rounds of 5 epochs, then the scaling runs (about 8 minutes on 2 cores).
 ROUNDS ?= 3
 EPOCHS ?= 5
 
