@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-MNIST_VARIANTS = ("dark_on_light", "jpeg", "rgba", "colour_ink", "chalk", "tilted", "thin_pen")
+MNIST_VARIANTS = ("dark_on_light", "jpeg", "rgba", "colour_ink", "chalk", "tilted", "thin_pen", "sheet_on_desk")
 # Degrees of rotation, either way: a photo taken by hand, and one taken carelessly.
 MILD_TILT, TILT = 5, 12
 # Font files looked for in the usual Debian folders; the built-in font is always added.
@@ -73,10 +73,23 @@ def mnist_photo(digit: np.ndarray, variant: str, rng: np.random.Generator) -> tu
     ramp = (np.cos(angle) * xs / width + np.sin(angle) * ys / height + 1) / 2
     light = 1.0 - rng.uniform(0.05, 0.3) * ramp
     pixels = (paper * (1 - alpha[..., None]) + np.asarray(ink_colour) * alpha[..., None]) * light[..., None]
+    if variant == "sheet_on_desk":
+        pixels = on_desk(pixels, rng)
     pixels += rng.normal(0, rng.uniform(1, 5), size=pixels.shape)
     photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     photo = photo.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.15) * scale))
     return photo, ("JPEG" if variant == "jpeg" else "PNG")
+
+
+def on_desk(sheet: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The sheet photographed with a dark desk showing along one or two of its edges."""
+    height, width, _ = sheet.shape
+    pad_x, pad_y = int(width * rng.uniform(0.1, 0.4)), int(height * rng.uniform(0, 0.4))
+    desk = np.empty((height + pad_y, width + pad_x, 3), dtype=np.float32)
+    desk[:] = rng.uniform(30, 100, size=3)
+    top, left = pad_y * int(rng.integers(2)), pad_x * int(rng.integers(2))
+    desk[top : top + height, left : left + width] = sheet
+    return desk
 
 
 def find_fonts() -> list[str]:

@@ -40,6 +40,14 @@ CENTRE = (14.0, 14.0)
 THIN_STROKE = 1.5
 TARGET_STROKE = 2.3
 
+# Quantiles (0, 5, ..., 100 %) of the MNIST training pixels that are not black. A resampled
+# digit is softer than MNIST's (one more round of interpolation, camera blur); mapping its ink
+# onto this distribution gives it MNIST's sharp, mostly saturated strokes back.
+MNIST_INK_QUANTILES = np.array(
+    [0.004, 0.051, 0.114, 0.192, 0.278, 0.38, 0.482, 0.569, 0.667, 0.757, 0.839, 0.91, 0.965, 0.988, 0.988, 0.992, 0.992, 0.992, 0.996, 0.996, 1.0],
+    dtype=np.float32,
+)
+
 MAX_PIXELS = 50_000_000  # after reduced-size JPEG decoding; bounds memory on huge images
 WORK_SIDE = 1024  # images are analysed at most this large: enough for a digit a few % of a photo
 MIN_SIDE = 8  # smaller than this cannot hold a recognisable digit
@@ -186,8 +194,9 @@ def flatten_transparency(picture: Image.Image) -> np.ndarray:
 def fit_background(rgb: np.ndarray) -> tuple[np.ndarray, float]:
     """A smooth (quadratic) background per channel fitted robustly, and the noise around it.
 
-    Starts from the image border (mostly paper in any picture of a digit), then refits on every
-    pixel that is not an outlier, so the ink (a minority) never pulls the surface towards it.
+    Starts from the median colour (the paper covers most of any picture of a digit, more than a
+    desk at its edges), then refits on every pixel that is not an outlier, so the ink (a
+    minority) never pulls the surface towards it.
     """
     height, width, _ = rgb.shape
     step = max(1, int(np.sqrt(height * width / 10_000)))  # about 10k samples, strided
@@ -198,11 +207,9 @@ def fit_background(rgb: np.ndarray) -> tuple[np.ndarray, float]:
     y, x = ys[rows.ravel()], xs[cols.ravel()]
     design = np.stack([np.ones_like(x), y, y * y, x, x * y, x * x], axis=1)
 
-    margin_r, margin_c = max(1, height // 10), max(1, width // 10)
-    border = ((rows < margin_r) | (rows >= height - margin_r) | (cols < margin_c) | (cols >= width - margin_c)).ravel()
-    start = np.median(samples[border], axis=0)
+    start = np.median(samples, axis=0)
     residual = np.linalg.norm(samples - start, axis=1)
-    noise = robust_sigma(residual[border])
+    noise = robust_sigma(residual)
     inliers = residual <= max(3 * noise, 0.04)
     coeffs = np.zeros((6, 3), dtype=np.float32)
     coeffs[0] = start
@@ -265,37 +272,13 @@ def ink_map(rgb: np.ndarray) -> np.ndarray:
 
 def find_digit(ink: np.ndarray) -> np.ndarray:
     """The crop of the ink map that holds the digit: the main blob and the parts near it."""
-    mask = ink > 0.4
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
-    if count == 0:
-        raise DigitrecError("no digit found: nothing stands out from the background (blank image?)")
-    index = np.arange(1, count + 1)
-    mass = ndimage.sum_labels(ink, labels, index)
-    boxes = ndimage.find_objects(labels)
-    height, width = ink.shape
-    touches = np.array([b[0].start == 0 or b[1].start == 0 or b[0].stop == height or b[1].stop == width for b in boxes])
-    # Something cut by the image edge is more likely the edge of a sheet or a shadow than the
-    # digit, unless nothing better is there (a tightly cropped digit touches the edges too).
-    score = mass * np.where(touches, 0.25, 1.0)
-    main = int(np.argmax(score))
-    top, bottom, left, right = box_edges(boxes[main])
-    chosen = {main}
-    grown = True
-    while grown:
-        grown = False
-        reach = 0.25 * max(bottom - top, right - left)
-        for i in np.argsort(-mass):
-            if i in chosen or mass[i] < 0.03 * mass[main]:
-                continue
-            t, b, l, r = box_edges(boxes[i])
-            gap = max(t - bottom, top - b, l - right, left - r, 0)
-            if gap <= reach:
-                chosen.add(int(i))
-                top, bottom, left, right = min(top, t), max(bottom, b), min(left, l), max(right, r)
-                grown = True
-    if max(bottom - top, right - left) < max(4, 0.015 * max(height, width)):
-        raise DigitrecError("no digit found: only specks stand out from the background")
-    keep = np.isin(labels, [i + 1 for i in chosen])
+    keep = select_digit(ink > 0.4, ink)
+    level = float(np.percentile(ink[keep], 75))
+    if level < 0.7:
+        # Something stronger than the digit set the ink scale (a dark desk beside the sheet, a
+        # shadow): rescale to the digit's own strokes and look again, so none of them is lost.
+        ink = ink / level
+        keep = select_digit(ink > 0.4, ink)
     # The faint anti-aliased rim around the strokes belongs to the digit as well.
     keep = ndimage.binary_dilation(keep, structure=np.ones((3, 3)), iterations=2)
     digit = np.where(keep, np.minimum(ink, 1.0), 0.0)
@@ -303,7 +286,45 @@ def find_digit(ink: np.ndarray) -> np.ndarray:
     return digit[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
 
+def select_digit(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """The blobs of `mask` that make the digit: the heaviest one and those close to it."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count == 0:
+        raise DigitrecError("no digit found: nothing stands out from the background (blank image?)")
+    mass = ndimage.sum_labels(ink, labels, np.arange(1, count + 1))
+    boxes = [box_edges(b) for b in ndimage.find_objects(labels)]
+    height, width = ink.shape
+    touches = np.array([t == 0 or l == 0 or b == height or r == width for t, b, l, r in boxes])
+    extent = np.array([max(b - t, r - l) for t, b, l, r in boxes])
+    # A blob cut by the image edge is more likely a desk, a shadow or the edge of the sheet than
+    # the digit: prefer blobs clear of the edges that are big enough to be a digit, unless there
+    # are none (a tightly cropped digit touches the edges itself).
+    clear = ~touches & (extent >= max(4, 0.02 * max(height, width)))
+    if touches.any():
+        clear &= mass >= 0.01 * mass[touches].max()
+    pool = clear if clear.any() else np.ones(count, dtype=bool)
+    main = int(np.argmax(np.where(pool, mass, -1)))
+    top, bottom, left, right = boxes[main]
+    chosen = {main}
+    grown = True
+    while grown:
+        grown = False
+        reach = 0.25 * max(bottom - top, right - left)
+        for i in np.argsort(-mass):
+            if i in chosen or (touches[i] and not touches[main]) or mass[i] < 0.03 * mass[main]:
+                continue
+            t, b, l, r = boxes[i]
+            if max(t - bottom, top - b, l - right, left - r, 0) <= reach:
+                chosen.add(int(i))
+                top, bottom, left, right = min(top, t), max(bottom, b), min(left, l), max(right, r)
+                grown = True
+    if max(bottom - top, right - left) < max(4, 0.015 * max(height, width)):
+        raise DigitrecError("no digit found: only specks stand out from the background")
+    return np.isin(labels, [i + 1 for i in chosen])
+
+
 def box_edges(box: tuple[slice, slice]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of a find_objects box, bottom and right exclusive."""
     return box[0].start, box[0].stop, box[1].start, box[1].stop
 
 
@@ -312,10 +333,9 @@ def box_edges(box: tuple[slice, slice]) -> tuple[int, int, int, int]:
 
 def normalise_digit(crop: np.ndarray) -> np.ndarray:
     """Scale the digit's longest side to 20 px (aspect kept) and centre its mass in 28x28."""
-    if max(crop.shape) != BOX:
+    if max(crop.shape) != BOX:  # a digit already 20 px (MNIST's own) is left as it is
         crop = thicken_thin_strokes(resize(crop, DETAIL * BOX))
-        crop = resize(crop, BOX)
-    crop = np.clip(crop, 0.0, 1.0)
+        crop = match_mnist_intensities(resize(crop, BOX))
     field = np.zeros((FIELD, FIELD), dtype=np.float32)
     mass_row, mass_col = ndimage.center_of_mass(crop)
     top = int(round(CENTRE[0] - mass_row))
@@ -334,6 +354,18 @@ def resize(crop: np.ndarray, longest: int) -> np.ndarray:
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     picture = Image.fromarray(crop.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)
     return np.clip(np.asarray(picture, dtype=np.float32), 0.0, 1.0)
+
+
+def match_mnist_intensities(crop: np.ndarray) -> np.ndarray:
+    """Give the ink pixels MNIST's distribution of intensities, keeping their order."""
+    crop = crop.copy()
+    ink = crop > 0.01
+    values = crop[ink]
+    # Each pixel's rank as the fraction of ink at most as bright (ties share it: a bilevel
+    # drawing stays bilevel), then the MNIST intensity at that rank.
+    rank = np.searchsorted(np.sort(values), values, side="right") / max(values.size, 1)
+    crop[ink] = np.interp(rank, np.linspace(0.0, 1.0, MNIST_INK_QUANTILES.size), MNIST_INK_QUANTILES)
+    return crop
 
 
 def thicken_thin_strokes(crop: np.ndarray) -> np.ndarray:
