@@ -21,7 +21,7 @@ from predict_fixtures import (  # noqa: F401
     predictor,
 )
 
-from conftest import run_digitrec
+from conftest import TINY_TRAIN, run_digitrec
 from digitrec import foreign_set
 from digitrec.errors import DigitrecError
 from digitrec.predict import ImageError, Predictor, main
@@ -347,3 +347,22 @@ def test_usage_errors(capsys):
     assert "--top-k" in capsys.readouterr().err
     assert main(["--help"]) == 0
     assert "--save-preprocessed" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_after_a_real_training_run_predict_finds_its_best_checkpoint(mnist, tmp_path):
+    """End to end: `digitrec train`, then `digitrec predict` without --ckpt in the same folder,
+    then `digitrec export` of the run's real Lightning checkpoint."""
+    trained = run_digitrec("train", *TINY_TRAIN, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    image = mnist_digit_png(mnist, 1, tmp_path / "two.png")
+    result = run_digitrec("predict", "--json", str(image), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    best = json.loads((run_dir / "metrics.json").read_text())["best_ckpt_path"]
+    assert f"using {best}" in result.stderr
+    assert set(json.loads(result.stdout)) >= {"path", "digit", "probability", "top_k"}
+    exported = run_digitrec("export", "--ckpt", best, "--format", "state_dict", "--out", "plain.ckpt", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    plain = run_digitrec("predict", "--ckpt", "plain.ckpt", "--json", str(image), cwd=tmp_path)
+    assert json.loads(plain.stdout)["probability"] == json.loads(result.stdout)["probability"]

@@ -10,7 +10,7 @@ and centred by centre of mass in a 28x28 field. Photos and scans are none of tha
    polarity (dark ink on paper, chalk on a board, coloured ink) without guessing;
 4. find the digit: threshold, connected components, keep the main one and its nearby parts;
 5. normalise: crop, thicken pen-thin strokes to MNIST's stroke width, scale the longest side to
-   20 px, paste with the centre of mass at MNIST's centre.
+   20 px, give the ink MNIST's intensities, paste with the centre of mass at MNIST's centre.
 
 Errors a user's file can cause raise DigitrecError with one line saying what is wrong.
 """
@@ -82,6 +82,7 @@ def open_image(path: str | Path) -> Image.Image:
             # Size is checked below, against the decoded size; Pillow's own warning would be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             picture = Image.open(path)
+        with picture:
             width, height = picture.size
             if picture.format == "JPEG" and max(width, height) > WORK_SIDE:
                 # JPEG can decode at 1/2, 1/4 or 1/8 size: a 48 MP photo never sits in memory whole.
@@ -89,7 +90,7 @@ def open_image(path: str | Path) -> Image.Image:
                 picture.draft(None, (max(1, int(width * scale)), max(1, int(height * scale))))
             check_size(*picture.size, original=(width, height))
             picture.load()
-            return ImageOps.exif_transpose(picture)
+            return ImageOps.exif_transpose(picture)  # a copy: the file can be closed
     except Image.DecompressionBombError:
         raise DigitrecError(f"the image is too large: digitrec reads images up to {MAX_PIXELS // 1_000_000} megapixels") from None
     except UnidentifiedImageError:
@@ -134,13 +135,16 @@ def to_unit(values: np.ndarray) -> np.ndarray:
     if values.dtype == np.uint8:
         return values.astype(np.float32) / 255.0
     values = values.astype(np.float32)
-    low, high = float(np.nanmin(values)), float(np.nanmax(values))
-    values = np.nan_to_num(values, nan=low)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros_like(values)
+    low, high = float(values[finite].min()), float(values[finite].max())
+    values = np.where(finite, values, low)
     for top in (1.0, 255.0, 65535.0):
         if low >= 0 and high <= top:
             return values / top
     # No natural range (e.g. 32-bit or float data of any scale): stretch what is there.
-    return (values - low) / (high - low)
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
 def working_copy(picture: Image.Image) -> Image.Image:
@@ -259,10 +263,11 @@ def ink_map(rgb: np.ndarray) -> np.ndarray:
     direction = difference[strong].sum(axis=0)
     direction /= np.linalg.norm(direction) + 1e-12
     ink = np.maximum(difference @ direction.astype(np.float32), 0.0)
-    # Stroke cores: a high percentile of the clearly inked pixels, robust to a few glints.
-    core = float(np.percentile(ink[strong & (ink > strong_floor * 0.5)], 75)) if (strong & (ink > 0)).any() else 0.0
-    if core <= strong_floor * 0.5:
+    inked = ink[strong & (ink > strong_floor * 0.5)]
+    if inked.size == 0:
         raise DigitrecError("no digit found: nothing stands out from the background (blank image?)")
+    # Stroke cores: a high percentile of the clearly inked pixels, robust to a few glints.
+    core = float(np.percentile(inked, 75))
     floor = min(3 * noise, 0.3 * core)
     return np.clip((ink - floor) / (core - floor), 0.0, None).astype(np.float32)
 
