@@ -265,4 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("digitrec: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`digitrec predict ... | head`): stop quietly, as Unix tools do.
+        sys.stdout = None
+        code = 141
     sys.exit(code)
