@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from digitrec.errors import DigitrecError
+from digitrec.errors import DigitrecError, first_line
 
 if TYPE_CHECKING:
     from digitrec.model import DigitClassifier
@@ -64,8 +64,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "chec
         model = DigitClassifier(**checkpoint["hyper_parameters"])
         model.load_state_dict(checkpoint["state_dict"])
     except (TypeError, RuntimeError, KeyError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DigitrecError(f"checkpoint {source} does not match the digitrec model: {first_line[:200]}") from None
+        raise DigitrecError(f"checkpoint {source} does not match the digitrec model: {first_line(err)}") from None
     return model.eval()
 
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from digitrec.errors import DigitrecError
+from digitrec.errors import DigitrecError, first_line
 
 # A short random id per run, cached so every read of the run directory gives the same value;
 # with the timestamp it keeps two runs that start in the same second apart.
@@ -113,7 +113,7 @@ def _merge_schema(section: str, schema: type, values: DictConfig) -> DictConfig:
         return OmegaConf.merge(OmegaConf.structured(schema), values)
     except OmegaConfBaseException as err:
         key = f"{section}.{err.key}" if getattr(err, "key", None) is not None else section
-        reason = str(err).strip().splitlines()[0]
+        reason = first_line(err, limit=10_000)
         if "not in" in reason or "Key '" in reason:
             known = ", ".join(k for k in OmegaConf.structured(schema) if not k.startswith("_"))
             reason = f"unknown key (known keys: {known})"
@@ -137,7 +137,7 @@ def check_config(cfg: DictConfig) -> None:
     try:
         OmegaConf.to_container(cfg, resolve=True)  # surfaces broken interpolations now, not mid-run
     except OmegaConfBaseException as err:
-        raise DigitrecError(f"config error at {getattr(err, 'full_key', '') or 'config'}: {str(err).strip().splitlines()[0]}") from None
+        raise DigitrecError(f"config error at {getattr(err, 'full_key', '') or 'config'}: {first_line(err, limit=10_000)}") from None
     model = _merge_schema("model", ModelSchema, cfg.model) if "model" in cfg else None
     data = _merge_schema("data", DataSchema, cfg.data)
     _check_trainer_keys(cfg.trainer)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from digitrec.errors import DigitrecError
+from digitrec.errors import DigitrecError, first_line
 
 SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -94,6 +94,5 @@ def download_mnist(root: str | Path) -> Path:
             MNIST(str(root), train=True, download=True)
             MNIST(str(root), train=False, download=True)
     except (RuntimeError, OSError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DigitrecError(f"MNIST download into {root} failed ({message[:160]}): {HOW_TO_PROVIDE}") from None
+        raise DigitrecError(f"MNIST download into {root} failed ({first_line(err, 160)}): {HOW_TO_PROVIDE}") from None
     return root / "MNIST" / "raw"

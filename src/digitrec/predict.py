@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from digitrec.checkpoint import load_checkpoint
-from digitrec.errors import DigitrecError
+from digitrec.errors import DigitrecError, first_line
 from digitrec.mlp import MLP
 from digitrec.preprocess import FIELD, ImageLike, preprocess
 
@@ -51,8 +51,7 @@ def net_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> MLP:
         # The LightningModule holds the MLP as `net`; its keys carry that prefix in both file kinds.
         net.load_state_dict({k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")})
     except (TypeError, KeyError, ValueError, RuntimeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DigitrecError(f"checkpoint {path} does not match the digitrec model: {first_line[:200]}") from None
+        raise DigitrecError(f"checkpoint {path} does not match the digitrec model: {first_line(err)}") from None
     if net.layers[0].in_features != FIELD * FIELD:
         raise DigitrecError(f"checkpoint {path} expects {net.layers[0].in_features} inputs, not 28x28 images: it cannot read digit images")
     return net.eval()
@@ -113,7 +112,7 @@ class Predictor:
                 except DigitrecError as err:
                     failures[index] = ImageError(describe(image, index), str(err))
                 except Exception as err:  # noqa: BLE001 - an odd file must not end the whole batch
-                    detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
+                    detail = first_line(err, 120, fallback="")
                     failures[index] = ImageError(describe(image, index), f"could not be processed ({type(err).__name__}: {detail})")
             predictions = iter(self.classify(np.stack(prepared), top_k) if prepared else [])
             for index, _ in chunk:

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from digitrec.errors import DigitrecError
+from digitrec.errors import DigitrecError, first_line
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
 
@@ -95,7 +95,7 @@ def open_image(path: str | Path) -> Image.Image:
     except UnidentifiedImageError:
         raise DigitrecError("not an image file Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
-        detail = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        detail = first_line(err, 120)
         raise DigitrecError(f"the image is truncated or corrupt ({detail})") from None
 
 
