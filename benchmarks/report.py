@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-NAMES = {"tutorial": "tutorial loop", "tensor": "tensor loop", "digitrec": "digitrec"}
+NAMES = {"tutorial": "tutorial loop", "tensor": "tensor loop", "digitrec": "digitrec", "ddp": "digitrec ddp_cpu (2 processes)"}
 
 
 def _seconds(value: float) -> str:

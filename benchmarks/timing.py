@@ -39,5 +39,7 @@ class EpochTimer(Callback):
         total = self.epoch.elapsed()
         self.with_validation.append(total)
         self.train.append({clock: seconds - self.validating[clock] for clock, seconds in total.items()})
-        # Written every epoch, so an interrupted run still leaves what it measured.
-        self.path.write_text(json.dumps({"epochs": self.train, "epochs_with_validation": self.with_validation}) + "\n")
+        # Written every epoch, so an interrupted run still leaves what it measured. Under DDP
+        # by the first process (all of them take the same number of steps).
+        if trainer.is_global_zero:
+            self.path.write_text(json.dumps({"epochs": self.train, "epochs_with_validation": self.with_validation}) + "\n")

@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 # A tiny but real training run: 1 epoch on 20 batches of real MNIST, the full official test set.
 TINY_TRAIN = [
     "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=20",
-    "+trainer.limit_val_batches=2",
+    "trainer.limit_train_batches=20",
+    "trainer.limit_val_batches=2",
     "progress=lines",
 ]
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, find_mnist_dir
 
-VARIANTS = {"tutorial", "tensor", "digitrec"}
+VARIANTS = {"tutorial", "tensor", "digitrec", "ddp"}
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +50,16 @@ def test_summary_ratios_targets_and_floor_are_reported(smoke):
     for summary in results["summary"].values():
         assert summary["epoch_s_min"] <= summary["epoch_s_median"] <= summary["epoch_s_max"]
         assert summary["ms_per_1000_samples"] > 0
-    assert set(results["ratios"]) == {"digitrec/tensor", "tutorial/digitrec", "tutorial/tensor"}
+    assert set(results["ratios"]) == {"digitrec/tensor", "tutorial/digitrec", "tutorial/tensor", "ddp/digitrec"}
     ratio = results["ratios"]["digitrec/tensor"]
     expected = results["summary"]["digitrec"]["epoch_s_median"] / results["summary"]["tensor"]["epoch_s_median"]
     assert ratio["wall"]["median"] == pytest.approx(expected)  # one round: its ratio is the median's
     assert {t["target"] for t in results["targets"]} == {
-        "digitrec epoch <= 1.3x tensor loop",
-        "digitrec process <= 1.6x tensor loop",
+        "digitrec epoch CPU time <= 1.0x tensor loop",
+        "digitrec process <= 1.3x tensor loop",
+        "digitrec epoch CPU time <= 1.5x GEMM floor",
+        "digitrec test accuracy >= 0.9760",
+        "ddp (2 processes) epoch <= 0.65x digitrec (1)",
         "digitrec >= 4x faster than tutorial",
         "digitrec peak RSS <= 1500 MB",
     }
@@ -69,7 +72,7 @@ def test_markdown_has_the_table_the_ratios_and_the_command(smoke):
     out, results = smoke
     markdown = (out / "bench.md").read_text()
     assert results["command"] in markdown
-    assert "| | tutorial loop | tensor loop | digitrec |" in markdown
+    assert "| | tutorial loop | tensor loop | digitrec | digitrec ddp_cpu (2 processes) |" in markdown
     for row in ("epoch, median (min–max)", "per 1,000 samples", "whole process, median", "peak RSS", "test accuracy"):
         assert f"| {row} |" in markdown
     assert "| digitrec / tensor loop |" in markdown and "Arithmetic floor" in markdown

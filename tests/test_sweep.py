@@ -190,7 +190,7 @@ def test_the_slurm_launcher_config_composes(tmp_path):
 @pytest.mark.slow
 def test_ddp_in_a_sweep_runs_each_job_once_in_spawned_processes(tmp_path):
     """ddp re-runs the command line on each extra device: in a sweep, the whole sweep again."""
-    ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "+trainer.strategy=ddp"]
+    ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
     result = run_digitrec("train", "-m", "model.lr=1e-3", *ddp, *TINY_TRAIN, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
@@ -211,3 +211,16 @@ def test_an_eval_sweep_is_ranked_by_test_acc(tmp_path):
     assert "Sorted by test/acc (higher is better)" in write_summary(tmp_path)
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert [(r["job"], r["best"], r["status"]) for r in rows] == [("1", "yes", "ok"), ("0", "", "ok")]
+
+
+@pytest.mark.slow
+def test_the_submitit_launcher_runs_the_jobs_through_submitit(tmp_path):
+    """hydra/launcher=slurm's code path (Hydra's submitit launcher: pickled jobs, submitit's job
+    folders, results read back) with submitit's local executor in place of SLURM."""
+    result = run_digitrec("train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "model.lr=1e-3,3e-4", *TINY_TRAIN, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    assert list((sweep_dir / ".submitit").glob("*/*_submitted.pkl")), "the jobs went through submitit"
+    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert sorted(r["status"] for r in rows) == ["ok", "ok"]
+    assert "| 1 best |" in result.stdout

@@ -10,8 +10,12 @@ Every load passes `weights_only=True` explicitly: a pickle payload never runs.
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 import pickle
 import re
+import secrets
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,5 +80,79 @@ def export_model(model: DigitClassifier, path: str | Path) -> Path:
     """Write the tutorial's `model.ckpt`: the weights plus what is needed to rebuild the model."""
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"format": EXPORT_FORMAT, "hyper_parameters": dict(model.hparams), "state_dict": state}, path)
+    atomic_save({"format": EXPORT_FORMAT, "hyper_parameters": dict(model.hparams), "state_dict": state}, path)
     return path
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save into a new file beside `path`, flushed to disk, then renamed over `path`.
+
+    A crash, a kill or a full disk at any point leaves either the old file or the new one under
+    the final name, never a truncated one; on failure the partial file is removed.
+    """
+    # Serialised in memory first (as Lightning does): a failed write then raises an OSError that
+    # says why (disk full, file size limit), where torch's own file writer only says "unexpected pos".
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        # os.open with 0o666, not tempfile (0o600): the file gets the same permissions as torch.save's.
+        with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except OSError as err:
+        temp.unlink(missing_ok=True)
+        raise DigitrecError(f"{write_failure(err)} writing {path}; {last_good(path)}") from None
+    # The rename itself reaches the disk only with its directory.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def write_failure(err: BaseException) -> str:
+    code = getattr(err, "errno", None)
+    if code == errno.ENOSPC:
+        return "no space left on device"
+    if code == errno.EFBIG:
+        return "file size limit exceeded"
+    return f"write error ({first_line(err, 120)})"
+
+
+def last_good(path: Path) -> str:
+    """Which checkpoint survives a failed write of `path`, for the error message."""
+    if path.is_file():
+        return f"the previous {path.name} is intact"
+    others = sorted((p for p in path.parent.glob("*.ckpt") if p.is_file()), key=lambda p: p.stat().st_mtime)
+    return f"the last good checkpoint is {others[-1]}" if others else "no earlier checkpoint was written"
+
+
+def is_url(path: str) -> bool:
+    return "://" in path or path.startswith("file:") or "::" in path
+
+
+def resume_checkpoint(ckpt_path: str) -> Path:
+    """The local checkpoint file a resume will read (absolute), refused with one line if it is not one."""
+    if is_url(ckpt_path):
+        raise DigitrecError(
+            f"ckpt_path={ckpt_path} is a URL: digitrec resumes only from local files it can check first; download it, then pass the file"
+        )
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise DigitrecError(f"ckpt_path={ckpt_path} {what}: pass a checkpoint file, e.g. outputs/train/runs/<run>/checkpoints/last.ckpt")
+    return path.resolve()
+
+
+def run_dir_of(ckpt_path: str) -> Path | None:
+    """The run directory that holds a checkpoint (RUN/checkpoints/NAME.ckpt, RUN/.hydra), or None."""
+    if is_url(ckpt_path):
+        return None
+    path = Path(ckpt_path).expanduser().resolve()
+    run_dir = path.parent.parent
+    if path.is_file() and path.parent.name == "checkpoints" and (run_dir / ".hydra").is_dir():
+        return run_dir
+    return None

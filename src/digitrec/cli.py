@@ -156,7 +156,25 @@ def precheck(config_name: str, args: list[str]) -> list[str]:
     with open_dict(cfg):
         del cfg["hydra"]
     check_config(cfg)
+    if config_name == "train" and cfg.get("ckpt_path") and not any(o.startswith("hydra.run.dir=") for o in overrides):
+        return resume_in_place(cfg.ckpt_path)
     return []
+
+
+def resume_in_place(ckpt_path: str) -> list[str]:
+    """Overrides that make a resume continue in the run directory its checkpoint belongs to.
+
+    There its best-epoch file and checkpoint state stay valid (Lightning keeps the best score
+    only when the checkpoint folder is the same), and the run's metrics.json and curves stay in
+    one place. The resumed command's config goes to .hydra/resumed_<time>/, next to the original.
+    """
+    from digitrec.checkpoint import run_dir_of
+
+    run_dir = run_dir_of(ckpt_path)
+    if run_dir is None:
+        return []
+    quoted = "'" + str(run_dir).replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return [f"hydra.run.dir={quoted}", "hydra.output_subdir=.hydra/resumed_${now:%Y-%m-%d_%H-%M-%S}"]
 
 
 def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:

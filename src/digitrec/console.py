@@ -18,7 +18,8 @@ class EpochLines(Callback):
         self.started = time.perf_counter()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not hasattr(self, "started"):
+        # One line per epoch from the first process only: under DDP the others would repeat it.
+        if trainer.sanity_checking or not hasattr(self, "started") or not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
         shown = "  ".join(f"{k} {float(metrics[k]):.4f}" for k in ("train/loss", "val/loss", "val/acc") if k in metrics)
@@ -44,3 +45,7 @@ def quiet_lightning() -> None:
     """Drop Lightning's product tips and a deprecation warning from its own internals (not ours to fix)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # The splits are tensors in memory (data.py): worker processes would only copy them.
+    warnings.filterwarnings("ignore", message=r".*does not have many workers")
+    # Raised inside Lightning's all_gather (the test figures under DDP), not by our calls.
+    warnings.filterwarnings("ignore", message=r".*all_gather is deprecated")

@@ -1,42 +1,113 @@
-"""MNIST as a LightningDataModule: official files in, tensor-resident batches out."""
+"""MNIST as a LightningDataModule: official files in, whole batches of tensors out of a real DataLoader.
+
+The splits stay as tensors on the training device. A sampler draws one whole batch of indices at
+a time (a seeded permutation per epoch, this process's share of it under DDP), and the dataset
+gathers that batch with one `index_select`: no per-image Python work, no collation. Because the
+loader is a `DataLoader` and its sampler a `DistributedSampler`, Lightning treats it as its own:
+it sets the epoch before each epoch, and it saves and restores the loader's position
+(`state_dict`/`load_state_dict`) in checkpoints, so a resumed run sees the batches it would have seen.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from digitrec.mnist import download_mnist, load_mnist
 
 
-class TensorBatches:
-    """Batches sliced from tensors kept in memory, reshuffled every epoch.
+class TensorSplit(Dataset):
+    """One split held as two tensors, indexed by a whole batch of indices at once."""
 
-    Replaces a per-item Dataset + DataLoader: converting and collating images one at a
-    time costs several times the model's own compute for an MLP this small.
-    """
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         self.images, self.labels = images, labels
-        self.batch_size, self.shuffle = batch_size, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        return len(self.labels)
+
+    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # index_select, not images[index]: for uint8 images it is ~15x faster on a CPU.
+        return self.images.index_select(0, index), self.labels.index_select(0, index)
+
+
+class BatchIndexSampler(DistributedSampler):
+    """Yields this process's batches as index tensors: a share of a seeded permutation per epoch.
+
+    A `DistributedSampler` so that Lightning leaves it in place under DDP (it replaces any other
+    sampler with its own, per-sample one) and calls `set_epoch`. Like Lightning's, the order of an
+    epoch depends only on (seed, epoch), and each of N processes takes every N-th index of it.
+    `pad`: training pads the permutation (with its first indices) to a multiple of N so every process
+    takes the same number of steps, which gradient synchronisation needs; evaluation does not pad,
+    so every sample is counted exactly once.
+    """
+
+    def __init__(
+        self, split: TensorSplit, batch_size: int, shuffle: bool, seed: int = 0, num_replicas: int = 1, rank: int = 0, pad: bool = True
+    ) -> None:
+        super().__init__(split, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.batch_size, self.pad = batch_size, pad
+        # Where the current epoch stands, for checkpoints: (epoch, batches handed out).
+        self.batches_done = 0
+        self._resume_at: tuple[int, int] | None = None
+
+    def shard(self) -> torch.Tensor:
+        """This process's indices for the current epoch, in order."""
+        size = len(self.dataset)
+        if self.shuffle:
+            order = torch.randperm(size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(size)
+        if self.num_replicas > 1:
+            if self.pad:
+                order = torch.cat([order, order[: self.num_samples * self.num_replicas - size]])
+            order = order[self.rank :: self.num_replicas]
+        return order.to(self.dataset.labels.device)
+
+    def __len__(self) -> int:
+        size = len(self.dataset)
+        share = self.num_samples if self.pad else len(range(self.rank, size, self.num_replicas))
+        return math.ceil(share / self.batch_size)
 
     def __iter__(self):
-        n = len(self.labels)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.labels.device)
-            for start in range(0, n, self.batch_size):
-                index = order[start : start + self.batch_size]
-                # index_select, not images[index]: for uint8 images it is ~15x faster on a CPU.
-                yield self.images.index_select(0, index), self.labels.index_select(0, index)
-        else:
-            for start in range(0, n, self.batch_size):
-                yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
+        order = self.shard()
+        start = 0
+        if self._resume_at is not None and self._resume_at[0] == self.epoch:
+            start = self._resume_at[1]
+        self._resume_at, self.batches_done = None, start
+        for batch in range(start, len(self)):
+            # Counted as soon as it is handed out: a checkpoint written while it trains counts it done.
+            self.batches_done = batch + 1
+            yield order[batch * self.batch_size : (batch + 1) * self.batch_size]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches_done": self.batches_done, "seed": self.seed, "num_replicas": self.num_replicas}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        # Batches done at the epoch's end mean the next epoch starts from its first batch anyway.
+        self._resume_at = (int(state["epoch"]), int(state["batches_done"]))
+
+
+def keep_batch(batch: Any) -> Any:
+    """The dataset returns a whole batch already: nothing to collate (a named function, so spawned processes can pickle it)."""
+    return batch
+
+
+class TensorLoader(DataLoader):
+    """A DataLoader of whole tensor batches whose position Lightning saves in checkpoints."""
+
+    def __init__(self, split: TensorSplit, sampler: BatchIndexSampler) -> None:
+        super().__init__(split, batch_size=None, sampler=sampler, collate_fn=keep_batch)
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -75,10 +146,10 @@ class MNISTDataModule(L.LightningDataModule):
         train_idx, val_idx = order[self.val_size :], order[: self.val_size]
         # On a GPU the whole data set (~55 MB as uint8) lives on the device: no per-step copies.
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        put = lambda t: t.to(device)  # noqa: E731
-        self.train_split = (put(mnist.train_images[train_idx]), put(mnist.train_labels[train_idx]))
-        self.val_split = (put(mnist.train_images[val_idx]), put(mnist.train_labels[val_idx]))
-        self.test_split = (put(mnist.test_images), put(mnist.test_labels))
+        split = lambda images, labels: TensorSplit(images.to(device), labels.to(device))  # noqa: E731
+        self.train_split = split(mnist.train_images[train_idx], mnist.train_labels[train_idx])
+        self.val_split = split(mnist.train_images[val_idx], mnist.train_labels[val_idx])
+        self.test_split = split(mnist.test_images, mnist.test_labels)
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         # setup() put the splits on the training device already: skip Lightning's generic walk
@@ -87,11 +158,22 @@ class MNISTDataModule(L.LightningDataModule):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
-    def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.train_split, self.batch_size, shuffle=True, seed=self.seed)
+    def loader(self, split: TensorSplit, batch_size: int, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        if trainer is not None and trainer.overfit_batches:
+            # Lightning swaps in its own sequential sampler to overfit a few batches; a stock
+            # DataLoader lets it (its per-sample collation costs nothing on 3 batches).
+            return DataLoader(TensorDataset(split.images, split.labels), batch_size=batch_size)
+        # This process's share under DDP, as Lightning's own sampler would take it.
+        shards = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+        sampler = BatchIndexSampler(split, batch_size, shuffle=shuffle, seed=self.seed, pad=shuffle, **shards)
+        return TensorLoader(split, sampler)
 
-    def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.val_split, self.eval_batch_size, shuffle=False)
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.train_split, self.batch_size, shuffle=True)
 
-    def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.test_split, self.eval_batch_size, shuffle=False)
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.val_split, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader(self.test_split, self.eval_batch_size, shuffle=False)

@@ -45,5 +45,7 @@ class MLP(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.flatten(1)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        return self.layers((x - self.mean) / self.std)
+        # (x / 255 - mean) / std as one multiply-add: one pass over the batch instead of three,
+        # a measurable share of a training step of a model this small.
+        scale = (255.0 if x.dtype == torch.uint8 else 1.0) * self.std
+        return self.layers(torch.addcmul(-self.mean / self.std, x.float(), 1.0 / scale))

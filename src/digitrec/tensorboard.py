@@ -62,18 +62,24 @@ class HParamsSummary(L.Callback):
 
 
 class TestFigures(L.Callback):
-    """At test time: the confusion matrix and the misclassified digits the model was surest about."""
+    """At test time: the confusion matrix and the misclassified digits the model was surest about.
+
+    Under DDP each process tests its share of the test set: the counts are summed and the surest
+    mistakes gathered over all processes (every process takes part), then rank 0 draws them.
+    """
 
     def __init__(self, max_misclassified: int = 64) -> None:
         self.max_misclassified = max_misclassified
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         classes = pl_module.hparams.num_classes
+        # The same answer on every process (loggers exist on all of them; only rank 0 writes).
+        self.enabled = any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers)
         self.matrix = torch.zeros(classes * classes, dtype=torch.long, device=pl_module.device)
         self.wrong: list[tuple[torch.Tensor, ...]] = []
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not tensorboard_loggers(trainer):
+        if not self.enabled:
             return
         images, labels = batch
         # test_step keeps no predictions; one more forward pass of an MLP costs next to nothing.
@@ -82,21 +88,41 @@ class TestFigures(L.Callback):
         self.matrix += torch.bincount(labels * classes + predicted, minlength=classes * classes)
         wrong = predicted != labels
         if wrong.any():
-            self.wrong.append(tuple(t[wrong].cpu() for t in (images, predicted, labels, confidence)))
+            self.wrong.append(tuple(t[wrong] for t in (images.reshape(-1, 28, 28), predicted, labels, confidence)))
+
+    def surest_mistakes(self, pl_module: L.LightningModule) -> tuple[torch.Tensor, ...]:
+        """This process's surest mistakes, padded to max_misclassified (confidence -1), so that
+        every process contributes tensors of one shape to the gather."""
+        k, device = self.max_misclassified, pl_module.device
+        images = torch.zeros(k, 28, 28, dtype=torch.uint8, device=device)
+        predicted, labels = (torch.zeros(k, dtype=torch.long, device=device) for _ in range(2))
+        confidence = torch.full((k,), -1.0, device=device)
+        if self.wrong:
+            parts = [torch.cat(p) for p in zip(*self.wrong)]
+            surest = parts[3].argsort(descending=True)[:k]
+            n = len(surest)
+            images[:n] = torch.as_tensor(as_uint8(parts[0][surest].cpu()), device=device)
+            predicted[:n], labels[:n], confidence[:n] = parts[1][surest], parts[2][surest], parts[3][surest]
+        return images, predicted, labels, confidence
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.enabled:
+            return
+        matrix = trainer.strategy.reduce(self.matrix, reduce_op="sum")
+        mistakes = [pl_module.all_gather(t).reshape(-1, *t.shape[1:]) for t in self.surest_mistakes(pl_module)]
         loggers = tensorboard_loggers(trainer)
         if not loggers:
             return
         classes = pl_module.hparams.num_classes
-        matrix = self.matrix.view(classes, classes).cpu().numpy()
+        matrix = matrix.view(classes, classes).cpu().numpy()
+        self.confusion = matrix  # the counts over every process (tests read them)
         figures = {"test/confusion_matrix": confusion_matrix_figure(matrix)}
-        if self.wrong:
-            images, predicted, labels, confidence = (torch.cat(parts) for parts in zip(*self.wrong))
-            surest = confidence.argsort(descending=True)[: self.max_misclassified]
-            figures["test/misclassified"] = misclassified_grid(
-                as_uint8(images[surest]), predicted[surest].numpy(), labels[surest].numpy(), total=len(labels)
-            )
+        images, predicted, labels, confidence = (t.cpu() for t in mistakes)
+        surest = confidence.argsort(descending=True)[: self.max_misclassified]
+        surest = surest[confidence[surest] >= 0]
+        if len(surest):
+            errors = int(matrix.sum() - matrix.trace())
+            figures["test/misclassified"] = misclassified_grid(images[surest].numpy(), predicted[surest].numpy(), labels[surest].numpy(), total=errors)
         for logger in loggers:
             for tag, picture in figures.items():
                 logger.experiment.add_image(tag, picture, global_step=trainer.global_step, dataformats="HWC")

@@ -13,12 +13,16 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy
+
+# Private, and the one place digitrec uses it: Lightning has no public way to ask whether a
+# strategy starts its other devices by re-running the command line (see build_trainer).
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
-from digitrec.checkpoint import export_model, load_checkpoint
+from digitrec.checkpoint import export_model, load_checkpoint, resume_checkpoint
 from digitrec.config import check_config
 from digitrec.errors import DigitrecError
+from digitrec.run_checkpoints import AtomicCheckpointIO, best_checkpoint
 from digitrec.runtime import skip_futile_nvml_probe
 from digitrec.sweep import in_multirun
 from digitrec.console import progress_callbacks, quiet_lightning
@@ -63,6 +67,7 @@ def build_trainer(cfg: DictConfig, loggers: list | bool = False) -> L.Trainer:
             logger=loggers,
             enable_progress_bar=show_bar,
             enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
+            plugins=[AtomicCheckpointIO()],
             **settings,
         )
 
@@ -90,15 +95,18 @@ def setup_run(cfg: DictConfig) -> None:
         torch.set_num_threads(cfg.threads)
 
 
-def check_resume(ckpt_path: str, model: L.LightningModule) -> None:
-    """Refuse a resume checkpoint that is unsafe, not ours, or of another architecture, before fitting."""
-    saved = load_checkpoint(ckpt_path)["hyper_parameters"]
+def check_resume(ckpt_path: str, model: L.LightningModule) -> str:
+    """The checkpoint file to resume from, checked before fitting: local (never a URL), readable
+    with weights_only, ours, and of the configured architecture. Lightning then reads that same file."""
+    path = resume_checkpoint(ckpt_path)
+    saved = load_checkpoint(path)["hyper_parameters"]
     for key in ARCHITECTURE_KEYS:
         if saved.get(key) != model.hparams[key]:
             raise DigitrecError(
                 f"checkpoint {ckpt_path} has model.{key}={saved.get(key)}, but the config says {model.hparams[key]}: "
                 f"resume with the same model settings (model.{key}={saved.get(key)})"
             )
+    return str(path)
 
 
 def run_overrides() -> list[str]:
@@ -118,18 +126,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model)
-    if cfg.ckpt_path:
-        check_resume(cfg.ckpt_path, model)
+    resume_from = check_resume(cfg.ckpt_path, model) if cfg.ckpt_path else None
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     trainer = build_trainer(cfg, loggers)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     train_seconds = time.perf_counter() - started
     val_acc_best = trainer.callback_metrics.get("val/acc_best")
+    if val_acc_best is None and trainer.checkpoint_callback is not None:
+        # A resume of a finished run trains no epoch: the best so far is the checkpoint's (by val/acc).
+        val_acc_best = trainer.checkpoint_callback.best_model_score
 
     # Test the best epoch (by val/acc), not the last; fast_dev_run and callbacks=none keep no checkpoint.
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+    best = best_checkpoint(trainer)
+    test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
     if not trainer.is_global_zero:  # the other processes of a multi-device run leave the files to rank 0
         return {}
     if best:
@@ -143,7 +153,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "val/acc_best": float(val_acc_best) if val_acc_best is not None else None,
         "epochs": int(trainer.callback_metrics.get("epochs", trainer.current_epoch)),
         "train_seconds": round(train_seconds, 2),
-        "best_ckpt_path": best or None,
+        "best_ckpt_path": str(best) if best else None,
         "model_path": str(model_path),
         "run_dir": str(run_dir),
         "overrides": run_overrides(),
