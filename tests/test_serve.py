@@ -457,3 +457,18 @@ def test_the_page_reads_a_drawn_digit_and_an_uploaded_photo(server, browser, dig
     assert phone.locator("#pad").bounding_box()["width"] <= 390
     screenshot(phone, "serve-phone.png", tmp_path)
     assert not errors
+
+
+@pytest.mark.slow
+def test_the_load_benchmark_runs_and_counts_no_errors(model_ckpt, tmp_path):
+    from conftest import REPO
+
+    out = tmp_path / "serve.json"
+    env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir())}
+    command = [sys.executable, "-m", "benchmarks.serve_load", "--ckpt", str(model_ckpt), "--seconds", "0.5", "--clients", "1,4", "--images", "20", "--json", str(out)]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert [(r["set"], r["clients"]) for r in report["results"]] == [("mnist28", 1), ("mnist28", 4), ("photo", 1), ("photo", 4)]
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in report["results"])
+    assert report["cold_start_s"] > 0 and report["peak_rss_mb"] > 0 and "| mnist28 | 4 |" in result.stdout
