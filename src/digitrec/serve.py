@@ -215,7 +215,7 @@ def tested_accuracy(checkpoint: Path) -> tuple[float | None, str | None]:
         metrics_path = run_dir / "metrics.json"
         try:
             metrics = json.loads(metrics_path.read_text())
-            accuracy = float(metrics["test/acc"])
+            accuracy = round(float(metrics["test/acc"]), 6)  # logged as float32: 0.9779999852 is 0.978
         except (OSError, ValueError, KeyError, TypeError):
             continue
         tested = {run_dir / "model.ckpt"}
