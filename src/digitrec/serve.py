@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -126,7 +127,7 @@ class DigitService:
         self.num_classes = int(hyper_parameters["num_classes"])
         self.batcher = MicroBatcher(lambda images: predictor.classify(images, top_k=self.num_classes))
         self.preprocessing = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="digitrec-preprocess")
-        self.spool = Path(tempfile.mkdtemp(prefix="digitrec-serve-", dir=memory_tmpdir()))
+        self.spool: Path | None = None  # made when serving starts, removed when it stops
         self.model_info = describe_model(predictor, checkpoint, hyper_parameters)
 
     @classmethod
@@ -134,12 +135,14 @@ class DigitService:
         checkpoint = load_checkpoint(path)
         return cls(Predictor(net_from_checkpoint(checkpoint, path)), path, dict(checkpoint["hyper_parameters"]))
 
+    def open(self) -> None:
+        self.spool = Path(tempfile.mkdtemp(prefix="digitrec-serve-", dir=memory_tmpdir()))
+
     def close(self) -> None:
         self.batcher.executor.shutdown(wait=False, cancel_futures=True)
         self.preprocessing.shutdown(wait=False, cancel_futures=True)
-        for leftover in self.spool.glob("*"):
-            leftover.unlink(missing_ok=True)
-        self.spool.rmdir()
+        if self.spool:
+            shutil.rmtree(self.spool, ignore_errors=True)
 
     def prepare(self, upload: Upload) -> np.ndarray:
         """The 28x28 image the model reads, made from the upload's bytes as a file on disk.
@@ -348,6 +351,7 @@ def create_app(service: DigitService) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app):
+        service.open()
         batcher = asyncio.create_task(service.batcher.run())
         try:
             yield
