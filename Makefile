@@ -19,7 +19,7 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e ".[dev,onnx]"
+	$(BIN)/python -m pip install --progress-bar off -e ".[dev,onnx,serve]"
 	touch $@
 
 install: $(VENV)/.installed data ## create .venv, install digitrec and its dependencies, get MNIST
@@ -60,6 +60,13 @@ bench: $(VENV)/.installed ## time digitrec against plain PyTorch loops into benc
 
 bench-smoke: $(VENV)/.installed ## the benchmark on a tiny setting, into a temp folder: checks that it runs, measures nothing
 	$(BIN)/python -m benchmarks.bench --smoke $(ARGS)
+
+.PHONY: serve bench-serve
+serve: install ## the draw-a-digit page and HTTP API on http://127.0.0.1:8000/ (options: make serve ARGS="--ckpt PATH --port 8001")
+	$(BIN)/digitrec serve $(ARGS)
+
+bench-serve: $(VENV)/.installed ## load on `digitrec serve`: 1, 8, 32 clients, req/s, latency, RSS, cold start (a trained model: make train)
+	$(BIN)/python -m benchmarks.serve_load $(ARGS)
 
 tensorboard: $(VENV)/.installed ## TensorBoard over every run in outputs/, on http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir outputs --host 127.0.0.1 --port 6006

@@ -16,6 +16,7 @@ commands:
   sweep-report DIR          the summary of a sweep (one row per job, best first), as CSV and markdown
   predict IMAGE [IMAGE ...] recognise the digit in image files (--help for options)
   export --ckpt PATH ...    write the model as ONNX or a plain state_dict (--help for options)
+  serve [--port 8000]       a draw-a-digit page and an HTTP API on http://127.0.0.1:8000/ (--help for options)
   data [KEY=VALUE ...]      download (or find) and verify MNIST
 
 examples:
@@ -256,11 +257,18 @@ def export_command(args: list[str]) -> int:
     return export_main(args)
 
 
+def serve_command(args: list[str]) -> int:
+    from digitrec.serve import main as serve_main
+
+    return serve_main(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": train_command,
     "eval": eval_command,
     "predict": predict_command,
     "export": export_command,
+    "serve": serve_command,
     "data": data_command,
     "sweep-report": sweep_report_command,
 }
