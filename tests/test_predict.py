@@ -267,7 +267,7 @@ def make_run(root, name, model_ckpt, best: str | None, mtime: float):
     if best:
         (run / "checkpoints" / best).write_bytes(model_ckpt.read_bytes())
     metrics = run / "metrics.json"
-    metrics.write_text(json.dumps({"best_ckpt_path": str(run / "checkpoints" / best) if best else None}))
+    metrics.write_text(json.dumps({"status": "ok", "model_path": str(run / "model.ckpt"), "best_ckpt_path": str(run / "checkpoints" / best) if best else None}))
     os.utime(metrics, (mtime, mtime))
     return run
 
@@ -285,7 +285,7 @@ def test_without_a_best_checkpoint_the_runs_model_ckpt_is_used(model_ckpt, photo
     make_run(tmp_path, "run", model_ckpt, None, mtime=1_000_000)
     monkeypatch.chdir(tmp_path)
     assert main([str(photo_files[0][0])]) == 0
-    assert "using outputs/train/runs/run/model.ckpt, from the newest run" in capsys.readouterr().err
+    assert "using outputs/train/runs/run/model.ckpt, from the newest successful training run" in capsys.readouterr().err
 
 
 def test_without_any_run_the_user_is_told_to_train(photo_files, tmp_path, monkeypatch, capsys):
