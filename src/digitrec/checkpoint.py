@@ -83,7 +83,8 @@ def unsafe_globals(path: Path) -> list[str]:
                         found.append(f"{strings[-2]}.{strings[-1]}")
         except Exception:  # noqa: BLE001  (the rest of a damaged pickle cannot be read: judge what was)
             pass
-    return sorted({name for name in found if not name.startswith(SAFE_GLOBAL_PREFIXES)})
+    names = {name.replace("__builtin__.", "builtins.", 1) for name in found}  # protocol 2 spells builtins the Python 2 way
+    return sorted(name for name in names if not name.startswith(SAFE_GLOBAL_PREFIXES))
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "checkpoint") -> DigitClassifier:

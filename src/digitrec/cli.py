@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -189,6 +190,10 @@ def precheck(config_name: str, args: list[str]) -> list[str]:
         del cfg["hydra"]
     precheck_config(cfg, added_keys(parsed), config_groups())
     check_data_present(cfg)
+    if config_name == "eval":  # a checkpoint that cannot be used is one line before the run starts
+        from digitrec.checkpoint import load_checkpoint
+
+        load_checkpoint(cfg.ckpt_path)
     return []
 
 
@@ -294,6 +299,8 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
         if in_multirun():
             return run_sweep_job(task, cfg)
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        # Replaced by the outcome; left as it is by a kill, so the run shows it never finished.
+        record_failure(run_dir, "running", "started, not finished (still running, or killed)", pid=os.getpid())
         # Leaving through SystemExit: Hydra would wrap any Exception in its own multi-line report.
         with run_log(run_dir / f"{HydraConfig.get().job.name}.log"):
             try:

@@ -52,6 +52,8 @@ def run_sweep_job(task: Callable[[Any], dict[str, Any]], cfg) -> Any:
     from digitrec.train import run_overrides, write_metrics
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    # Replaced by the outcome; a killed job keeps it and shows as unfinished.
+    write_metrics(run_dir, {"status": "running", "reason": "started, not finished", "run_dir": str(run_dir), "overrides": run_overrides()})
     try:
         metrics = task(cfg)
     except Exception as err:  # noqa: BLE001  (any failure of one job, a bug included: the others still run)
@@ -78,7 +80,7 @@ class Job:
 
     @property
     def status(self) -> str:
-        if not self.metrics:
+        if not self.metrics or self.metrics.get("status") in ("running", "interrupted"):
             return "unfinished"
         return self.metrics.get("status", "ok")  # eval writes no status: it has no other outcome
 
