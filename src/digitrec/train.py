@@ -64,7 +64,7 @@ class TrainingWatch(L.Callback):
         if acc is not None and trainer.global_step >= self.STEPS_TO_LEARN and float(acc) <= 2.0 / classes:
             raise RunFailed(
                 f"training stopped learning: val/acc is {float(acc):.4f} after epoch {epoch} ({trainer.global_step} steps), "
-                f"chance level is {1 / classes:.2f} ({advice})"
+                f"chance level is {1 / classes:.2f} (try another model.lr than {lr}; the tutorial's is 0.001)"
             )
 
 
