@@ -228,7 +228,7 @@ def test_ctrl_c_mid_run_exits_130_with_the_real_resume_command(tmp_path):
     assert last.startswith("digitrec: interrupted; resume with: digitrec train trainer.max_epochs=100"), last
     ckpt = Path(last.split("ckpt_path=")[1])
     assert ckpt.name == "last.ckpt" and ckpt.is_file()
-    assert load_checkpoint(ckpt)["epoch"] >= 1
+    assert load_checkpoint(ckpt)["state_dict"], "the resume checkpoint is intact"
     metrics = json.loads((ckpt.parent.parent / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["resume_from"] == str(ckpt)
     assert "Traceback" not in err
