@@ -185,6 +185,7 @@ def precheck(config_name: str, args: list[str]) -> list[str]:
         return naming
     cfg = compose(config_name, overrides, with_hydra=True)
     if cfg.hydra.mode == RunMode.MULTIRUN:  # hparams_search=optuna sweeps without -m
+        check_added_keys(cfg, added_keys(parsed), config_groups())
         return check_sweep(config_name, overrides)
     with open_dict(cfg):
         del cfg["hydra"]
