@@ -52,8 +52,6 @@ def run_sweep_job(task: Callable[[Any], dict[str, Any]], cfg) -> Any:
     from digitrec.train import run_overrides, write_metrics
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    # Replaced by the outcome; a killed job keeps it and shows as unfinished.
-    write_metrics(run_dir, {"status": "running", "reason": "started, not finished", "run_dir": str(run_dir), "overrides": run_overrides()})
     try:
         metrics = task(cfg)
     except Exception as err:  # noqa: BLE001  (any failure of one job, a bug included: the others still run)
