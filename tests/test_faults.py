@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import TINY_TRAIN, find_mnist_dir, run_digitrec
 from digitrec.checkpoint import load_checkpoint
@@ -398,3 +397,14 @@ def test_two_processes_preparing_one_folder_download_each_file_once(mnist_dir, t
     assert sorted(server.requests) == sorted(f"/{name}.gz" for name in SHA256), "each file fetched once: the lock held"
     raw = tmp_path / "data" / "MNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == sorted(f"{name}.gz" for name in SHA256), "no temp files left"
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_sweep_exits_130(tmp_path):
+    process = start_training(tmp_path, "-m", "model.lr=1e-3,3e-4", *LONG_RUN)
+    wait_for_epochs(process, 2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("digitrec: interrupted (the sweep's finished jobs are kept")
+    assert "Traceback" not in err
