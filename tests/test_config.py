@@ -56,3 +56,53 @@ def test_real_command_line_exit_code_and_no_traceback(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip() == "digitrec: error: config error at model.lr: got -1.0, expected a positive number, e.g. model.lr=0.001"
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_pre_check_imports_neither_lightning_nor_torch():
+    """A typo is reported in about a second: the pre-check reads Lightning's Trainer signature and
+    precision values from its source instead of importing it (seconds), and never needs torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from digitrec.cli import precheck\n"
+        "from digitrec.errors import DigitrecError\n"
+        "precheck('train', ['trainer.max_epochs=2', '++trainer.max_time=00:01:00:00', '++trainer.gradient_clip_val=1.0'])\n"
+        "try:\n"
+        "    precheck('train', ['+trainer.max_epoch=3'])\n"
+        "except DigitrecError as err:\n"
+        "    print(err)\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'torchvision') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("config error at trainer.max_epoch: not an option of Lightning's Trainer")
+    assert lines[-1] == "[]"
+
+
+def test_trainer_facts_read_from_source_equal_lightnings_own():
+    import inspect
+    from typing import get_args
+
+    from lightning.fabric.plugins.precision import precision
+    from lightning.pytorch import Trainer
+
+    from digitrec.config import precision_values, trainer_parameters
+
+    assert trainer_parameters() == set(inspect.signature(Trainer.__init__).parameters) - {"self"}
+    expected = {v for name in ("_PRECISION_INPUT_INT", "_PRECISION_INPUT_STR", "_PRECISION_INPUT_STR_ALIAS") for v in get_args(getattr(precision, name))}
+    assert set(precision_values()) == expected
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["trainer.devices=2", "trainer.devices=auto", "++trainer.precision=bf16-mixed", "++trainer.max_time=00:00:30:00",
+     "++trainer.limit_train_batches=0.5", "++trainer.accumulate_grad_batches=2", "trainer.log_every_n_steps=0", "seed=0", "seed=4294967295",
+     "callbacks.model_checkpoint=null", "experiment=wide", "debug=limit"],
+)
+def test_good_values_pass_the_pre_check(override):
+    from digitrec.cli import precheck
+
+    assert precheck("train", [override]) == []

@@ -74,3 +74,35 @@ def test_truncated_gzip_is_a_clear_error(mnist_dir, tmp_path):
 def test_missing_folder(tmp_path):
     with pytest.raises(DigitrecError, match="does not exist"):
         load_mnist(tmp_path / "nowhere")
+
+
+# --- a verified folder is remembered ---------------------------------------------------------------
+
+from digitrec.mnist import is_remembered, memo_path, verify_folder  # noqa: E402
+
+
+def test_a_verified_folder_is_remembered_outside_it_and_rechecked_when_a_file_changes(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = copy_uncompressed(mnist_dir, tmp_path / "copy")
+    before = sorted(p.name for p in folder.iterdir())
+    verify_folder(folder)
+    assert memo_path().is_file() and str(tmp_path / "cache") in str(memo_path())
+    assert sorted(p.name for p in folder.iterdir()) == before, "nothing is written into the data folder"
+    labels = folder / "t10k-labels-idx1-ubyte"
+    assert is_remembered(labels, labels.name, labels.stat())
+    # Same size, other bytes, new mtime: no longer the file that passed, so it is hashed again.
+    corrupted = bytearray(labels.read_bytes())
+    corrupted[200] ^= 0xFF
+    labels.write_bytes(bytes(corrupted))
+    assert not is_remembered(labels, labels.name, labels.stat())
+    with pytest.raises(DigitrecError, match="t10k-labels-idx1-ubyte has SHA-256"):
+        verify_folder(folder)
+    with pytest.raises(DigitrecError, match="t10k-labels-idx1-ubyte has SHA-256"):
+        load_mnist(folder)
+
+
+def test_an_unwritable_cache_only_costs_a_hash(mnist_dir, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # a file: the cache cannot be made
+    verify_folder(mnist_dir)
+    assert load_mnist(mnist_dir).test_labels.shape == (10000,)

@@ -51,7 +51,7 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("DIGITREC_TEST_MARKER", str(marker))
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {}, "x": Payload()}, evil)
-    with pytest.raises(DigitrecError, match=r"refused: it holds a pickled object \(exec\)"):
+    with pytest.raises(DigitrecError, match=r"refused: it asks to run code \(builtins.exec\)"):
         load_checkpoint(evil)
     assert not marker.exists()
 
@@ -76,5 +76,101 @@ def test_foreign_checkpoint_is_not_a_digitrec_model(tmp_path):
     with pytest.raises(DigitrecError, match="not a digitrec model"):
         load_checkpoint(path)
     torch.save({"state_dict": {"w": torch.zeros(3)}, "hyper_parameters": {"hidden_sizes": [5]}}, path)
+    with pytest.raises(DigitrecError, match="does not match the digitrec model"):
+        load_model(path)
+
+
+# --- the checkpoint zoo: every file that is not a digitrec checkpoint gives the one error --------
+
+
+class SystemPayload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch \"$DIGITREC_TEST_MARKER\"",))
+
+
+class EvalPayload:
+    def __reduce__(self):
+        return (eval, ("open(__import__('os').environ['DIGITREC_TEST_MARKER'], 'w')",))
+
+
+class SubprocessPayload:
+    def __reduce__(self):
+        import subprocess
+
+        return (subprocess.call, (["touch", __import__("os").environ.get("DIGITREC_TEST_MARKER", "/nonexistent")],))
+
+
+def payload_files(folder):
+    """Files that would run code when unpickled, in every way torch writes (zip, legacy) and raw pickle."""
+    files = {}
+    for name, payload in (("system", SystemPayload()), ("eval", EvalPayload()), ("subprocess", SubprocessPayload()), ("exec", Payload())):
+        files[f"{name}.zip.ckpt"] = lambda p, payload=payload: torch.save({"state_dict": {}, "hyper_parameters": {}, "x": payload}, p)
+        files[f"{name}.legacy.ckpt"] = lambda p, payload=payload: torch.save({"x": payload}, p, _use_new_zipfile_serialization=False)
+        files[f"{name}.pickle"] = lambda p, payload=payload: p.write_bytes(pickle.dumps(payload, protocol=4))
+        files[f"{name}.pickle2"] = lambda p, payload=payload: p.write_bytes(pickle.dumps({"state_dict": payload}, protocol=2))
+    paths = []
+    for name, write in files.items():
+        path = folder / name
+        write(path)
+        paths.append(path)
+    return paths
+
+
+def test_every_payload_is_refused_as_asking_to_run_code_and_never_runs(tmp_path, monkeypatch):
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("DIGITREC_TEST_MARKER", str(marker))
+    paths = payload_files(tmp_path)
+    assert len(paths) == 16
+    for path in paths:
+        with pytest.raises(DigitrecError, match=r"was refused: it asks to run code \([\w.]+\.(system|eval|exec|call)\)"):
+            load_checkpoint(path)
+    assert not marker.exists(), "a payload ran"
+
+
+def small_text_files(folder, count=300):
+    """Short text and byte files of every kind a user might pass by mistake (seeded)."""
+    import random
+
+    rng = random.Random(1234)
+    files = [("hello", b"hello\n"), ("empty", b""), ("newline", b"\n"), ("json", b'{"state_dict": {}}'), ("zipmagic", b"PK\x03\x04garbage")]
+    for i in range(count):
+        alphabet = bytes(range(32, 127)) if i % 2 else bytes(range(256))
+        files.append((f"file{i}", bytes(rng.choice(alphabet) for _ in range(rng.randrange(1, 120)))))
+    paths = []
+    for name, content in files:
+        path = folder / name
+        path.write_bytes(content)
+        paths.append(path)
+    return paths
+
+
+def test_small_text_and_byte_files_are_one_clear_error(tmp_path):
+    for path in small_text_files(tmp_path):
+        with pytest.raises(DigitrecError, match=r"(is not a readable PyTorch file|was refused|is not a digitrec model)"):
+            load_checkpoint(path)
+
+
+def test_truncated_checkpoints_are_one_clear_error(tmp_path):
+    good = export_model(DigitClassifier(hidden_sizes=[16]), tmp_path / "model.ckpt")
+    data = good.read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    for length in [0, 1, 10, 100, 500, len(data) // 3, len(data) // 2, len(data) - 100, len(data) - 1]:
+        cut.write_bytes(data[:length])
+        with pytest.raises(DigitrecError, match="is not a readable PyTorch file"):
+            load_checkpoint(cut)
+
+
+def test_other_architectures_are_refused_by_name(tmp_path):
+    path = tmp_path / "conv.ckpt"
+    conv = {"conv1.weight": torch.zeros(6, 1, 5, 5), "fc.weight": torch.zeros(10, 84)}
+    torch.save({"state_dict": conv, "hyper_parameters": {"channels": 6}}, path)
+    with pytest.raises(DigitrecError, match="does not match the digitrec model"):
+        load_model(path)
+    wider = export_model(DigitClassifier(hidden_sizes=[64]), tmp_path / "wide.ckpt")
+    checkpoint = load_checkpoint(wider)
+    checkpoint["hyper_parameters"]["hidden_sizes"] = [32]
+    torch.save(checkpoint, path)
     with pytest.raises(DigitrecError, match="does not match the digitrec model"):
         load_model(path)

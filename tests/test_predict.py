@@ -267,7 +267,7 @@ def make_run(root, name, model_ckpt, best: str | None, mtime: float):
     if best:
         (run / "checkpoints" / best).write_bytes(model_ckpt.read_bytes())
     metrics = run / "metrics.json"
-    metrics.write_text(json.dumps({"best_ckpt_path": str(run / "checkpoints" / best) if best else None}))
+    metrics.write_text(json.dumps({"status": "ok", "model_path": str(run / "model.ckpt"), "best_ckpt_path": str(run / "checkpoints" / best) if best else None}))
     os.utime(metrics, (mtime, mtime))
     return run
 
@@ -285,7 +285,7 @@ def test_without_a_best_checkpoint_the_runs_model_ckpt_is_used(model_ckpt, photo
     make_run(tmp_path, "run", model_ckpt, None, mtime=1_000_000)
     monkeypatch.chdir(tmp_path)
     assert main([str(photo_files[0][0])]) == 0
-    assert "using outputs/train/runs/run/model.ckpt, from the newest run" in capsys.readouterr().err
+    assert "using outputs/train/runs/run/model.ckpt, from the newest successful training run" in capsys.readouterr().err
 
 
 def test_without_any_run_the_user_is_told_to_train(photo_files, tmp_path, monkeypatch, capsys):
@@ -366,3 +366,52 @@ def test_after_a_real_training_run_predict_finds_its_best_checkpoint(mnist, tmp_
     assert exported.returncode == 0, exported.stderr
     plain = run_digitrec("predict", "--ckpt", "plain.ckpt", "--json", str(image), cwd=tmp_path)
     assert json.loads(plain.stdout)["probability"] == json.loads(result.stdout)["probability"]
+
+
+# --- which model predict takes without --ckpt ------------------------------------------------------
+
+
+def write_record(run, record, mtime):
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "metrics.json").write_text(json.dumps(record))
+    os.utime(run / "metrics.json", (mtime, mtime))
+
+
+def test_without_ckpt_evaluations_failed_and_unfinished_runs_are_skipped(model_ckpt, tmp_path):
+    from digitrec.predict import choose_checkpoint
+
+    good = make_run(tmp_path, "2024-01-01_good", model_ckpt, None, mtime=1_000_000)
+    runs = tmp_path / "outputs" / "train" / "runs"
+    write_record(runs / "2024-01-02_failed", {"status": "failed", "reason": "training diverged"}, 2_000_000)
+    (runs / "2024-01-02_failed" / "model.ckpt").write_bytes(model_ckpt.read_bytes())
+    write_record(runs / "2024-01-03_killed", {"status": "running"}, 3_000_000)
+    write_record(runs / "2024-01-03_interrupted", {"status": "interrupted"}, 3_500_000)
+    write_record(tmp_path / "outputs" / "eval" / "runs" / "2024-01-04", {"test/acc": 0.9, "ckpt_path": "x.ckpt"}, 4_000_000)
+    ckpt, source = choose_checkpoint(tmp_path / "outputs")
+    assert ckpt == good / "model.ckpt" and "newest successful training run" in source
+
+
+def test_without_ckpt_a_sweeps_best_job_is_used_not_its_last(model_ckpt, tmp_path):
+    from digitrec.predict import choose_checkpoint
+
+    make_run(tmp_path, "2024-01-01_single", model_ckpt, None, mtime=1_000_000)
+    sweep = tmp_path / "outputs" / "train" / "optuna" / "search"
+    sweep.mkdir(parents=True)
+    (sweep / "optuna.db").write_bytes(b"")
+    for num, (acc, status, mtime) in enumerate([(0.93, "ok", 2_000_000), (0.97, "failed", 2_100_000), (0.79, "ok", 2_200_000)]):
+        job = sweep / f"{num}_model.lr={num}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "config.yaml").write_text("optimized_metric: val/acc_best\n")
+        (job / "model.ckpt").write_bytes(model_ckpt.read_bytes())
+        write_record(job, {"status": status, "val/acc_best": acc, "model_path": str(job / "model.ckpt")}, mtime)
+    ckpt, source = choose_checkpoint(tmp_path / "outputs")
+    assert ckpt == sweep / "0_model.lr=0" / "model.ckpt"
+    assert "the best job (val/acc_best 0.9300) of the sweep" in source
+
+
+def test_without_ckpt_and_only_failed_runs_the_user_is_told(tmp_path, monkeypatch, capsys, photo_files):
+    write_record(tmp_path / "outputs" / "train" / "runs" / "x", {"status": "failed"}, 1_000_000)
+    monkeypatch.chdir(tmp_path)
+    assert main([str(photo_files[0][0])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no successful training run" in err

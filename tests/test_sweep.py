@@ -105,7 +105,9 @@ def sweep(tmp_path_factory):
     """A real 3-job sweep: one good job, one bad value, one that diverges to NaN."""
     cwd = tmp_path_factory.mktemp("sweep")
     result = run_digitrec("train", "-m", "model.optimizer=sgd", "model.lr=0.1,-1,1e6", *TINY_TRAIN, cwd=cwd)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # Failed jobs: the summary is still printed, then the sweep exits 1.
+    assert result.returncode == 1 and "3 jobs: 1 ok, 2 failed" in result.stdout, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == "digitrec: error: 2 of the sweep's jobs failed (see the status column above)"
     (sweep_dir,) = (cwd / "outputs" / "train" / "multiruns").iterdir()
     return cwd, sweep_dir, result
 

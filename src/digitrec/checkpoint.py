@@ -13,16 +13,16 @@ from __future__ import annotations
 import errno
 import io
 import os
-import pickle
-import re
+import pickletools
 import secrets
+import warnings
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from digitrec.errors import DigitrecError, first_line
+from digitrec.errors import DigitrecError, RunFailed, first_line
 
 if TYPE_CHECKING:
     from digitrec.model import DigitClassifier
@@ -38,18 +38,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         raise DigitrecError(f"checkpoint {path} is a directory: pass a .ckpt file inside it")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # "Unsupported global" means the file asks to run code (a pickled class or function);
-        # anything else means it is not a checkpoint at all.
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. about the pickle protocol of a file about to be refused
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (a file of any content: torch raises a dozen kinds, KeyError and struct.error among them)
+        unsafe = unsafe_globals(path)
         if unsafe:
             raise DigitrecError(
-                f"checkpoint {path} was refused: it holds a pickled object ({unsafe.group(1)}), not only tensors "
-                "and plain types; only load checkpoints written by digitrec"
+                f"checkpoint {path} was refused: it asks to run code ({', '.join(unsafe[:3])}), not only to hold tensors "
+                "and plain types; it was not loaded. Only load checkpoints written by digitrec"
             ) from None
-        raise DigitrecError(f"checkpoint {path} is not a readable PyTorch file: it may be truncated or corrupt") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         raise DigitrecError(f"checkpoint {path} is not a readable PyTorch file ({type(err).__name__}): it may be truncated or corrupt") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise DigitrecError(
@@ -57,6 +55,39 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "use checkpoints/*.ckpt or model.ckpt from a digitrec run"
         )
     return checkpoint
+
+
+# What a pickle needs to rebuild tensors and plain containers; anything else it imports is code.
+SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.slice", "builtins.complex", "numpy.")
+
+
+def unsafe_globals(path: Path) -> list[str]:
+    """The callables a checkpoint's pickle would import (and so could run) beyond tensors and plain
+    types, found by reading its opcodes, never by running them: whatever torch's error says."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [archive.read(n) for n in archive.namelist() if n.endswith(".pkl")]
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError):
+        try:
+            pickles = [path.read_bytes()]  # torch's legacy format: plain pickles one after another
+        except OSError:
+            return []
+    found: list[str] = []
+    for data in pickles:
+        stream, strings = io.BytesIO(data), []
+        try:
+            while stream.tell() < len(data):  # genops stops at each pickle's end: read the next one too
+                for opcode, arg, _ in pickletools.genops(stream):
+                    if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING", "STRING"):
+                        strings.append(str(arg))
+                    elif opcode.name == "GLOBAL":
+                        found.append(str(arg).replace(" ", "."))
+                    elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.append(f"{strings[-2]}.{strings[-1]}")
+        except Exception:  # noqa: BLE001  (the rest of a damaged pickle cannot be read: judge what was)
+            pass
+    names = {name.replace("__builtin__.", "builtins.", 1) for name in found}  # protocol 2 spells builtins the Python 2 way
+    return sorted(name for name in names if not name.startswith(SAFE_GLOBAL_PREFIXES))
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "checkpoint") -> DigitClassifier:
@@ -104,7 +135,7 @@ def atomic_save(obj: Any, path: Path) -> None:
         os.replace(temp, path)
     except OSError as err:
         temp.unlink(missing_ok=True)
-        raise DigitrecError(f"{write_failure(err)} writing {path}; {last_good(path)}") from None
+        raise RunFailed(f"{write_failure(err)} writing {path}; {last_good(path)}") from None
     # The rename itself reaches the disk only with its directory.
     directory = os.open(path.parent, os.O_RDONLY)
     try:

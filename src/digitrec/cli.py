@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from digitrec.errors import DigitrecError
+from digitrec.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, DigitrecError
 
 USAGE = """usage: digitrec COMMAND [ARGS...]
 
@@ -19,6 +22,10 @@ commands:
   serve [--port 8000]       a draw-a-digit page and an HTTP API on http://127.0.0.1:8000/ (--help for options)
   data [KEY=VALUE ...]      download (or find) and verify MNIST
 
+options:
+  --version                 print digitrec's version
+  COMMAND --help            the options of one command
+
 examples:
   digitrec train model.lr=3e-4 trainer.max_epochs=10 data.batch_size=64
   digitrec train experiment=tutorial
@@ -30,7 +37,10 @@ examples:
 """
 
 # Hydra's own flags: they are passed through untouched, and a run with them is not pre-checked.
-HYDRA_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve", "--shell-completion", "-sc"}
+HYDRA_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve"}
+# Hydra's shell completion completes a program named after the Python script it runs; `digitrec
+# train` is a subcommand, which it cannot complete.
+COMPLETION_FLAGS = {"--shell-completion", "-sc"}
 MULTIRUN_FLAGS = {"--multirun", "-m"}
 
 
@@ -138,25 +148,54 @@ def sweep_naming(cfg, parsed: list) -> list[str]:
     return naming
 
 
+def config_groups() -> set[str]:
+    """The config groups (folders under configs/, e.g. model, hydra/launcher)."""
+    from importlib.resources import files
+
+    root = files("digitrec.configs")
+    groups, stack = set(), [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        for entry in folder.iterdir():
+            if entry.is_dir() and entry.name != "__pycache__":
+                groups.add(prefix + entry.name)
+                stack.append((entry, f"{prefix}{entry.name}/"))
+    return groups
+
+
+def added_keys(parsed: list) -> list[str]:
+    return [o.key_or_group for o in parsed if o.is_add() and not o.is_force_add()]
+
+
 def precheck(config_name: str, args: list[str]) -> list[str]:
     """One line for a mistake in the command, before Hydra starts (a single run: every value too).
 
-    Returns overrides to add for a sweep (see check_sweep).
+    Imports neither Lightning nor torch unless a Trainer option needs Lightning's own judgement,
+    so that a typo is reported in about a second. Returns overrides to add for a sweep (see check_sweep).
     """
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from digitrec.config import check_config
+    from digitrec.config import check_added_keys, precheck_config
 
     overrides = [a for a in args if not a.startswith("-")]
-    if set(args) & MULTIRUN_FLAGS or any(o.is_sweep_override() for o in parse_overrides(overrides)):
-        return check_sweep(config_name, overrides)
+    parsed = parse_overrides(overrides)
+    if set(args) & MULTIRUN_FLAGS or any(o.is_sweep_override() for o in parsed):
+        naming = check_sweep(config_name, overrides)
+        check_added_keys(compose(config_name, [o.input_line for o in parsed if not o.is_sweep_override()]), added_keys(parsed), config_groups())
+        return naming
     cfg = compose(config_name, overrides, with_hydra=True)
     if cfg.hydra.mode == RunMode.MULTIRUN:  # hparams_search=optuna sweeps without -m
+        check_added_keys(cfg, added_keys(parsed), config_groups())
         return check_sweep(config_name, overrides)
     with open_dict(cfg):
         del cfg["hydra"]
-    check_config(cfg)
+    precheck_config(cfg, added_keys(parsed), config_groups())
+    check_data_present(cfg)
+    if config_name == "eval":  # a checkpoint that cannot be used is one line before the run starts
+        from digitrec.checkpoint import load_checkpoint
+
+        load_checkpoint(cfg.ckpt_path)
     if config_name == "train" and cfg.get("ckpt_path") and not any(o.startswith("hydra.run.dir=") for o in overrides):
         return resume_in_place(cfg.ckpt_path)
     return []
@@ -178,9 +217,93 @@ def resume_in_place(ckpt_path: str) -> list[str]:
     return [f"hydra.run.dir={quoted}", "hydra.output_subdir=.hydra/resumed_${now:%Y-%m-%d_%H-%M-%S}"]
 
 
+def check_data_present(cfg) -> None:
+    """Missing MNIST files are one line now, not after the run directory and Lightning are set up."""
+    from digitrec.mnist import SHA256, find_file, mnist_folder
+
+    data = cfg.get("data")
+    if data is None:
+        return
+    folder, will_download = mnist_folder(data.get("data_dir"), data.get("download", True), data.get("download_dir", "data"))
+    if will_download:
+        return
+    from digitrec.mnist import HOW_TO_PROVIDE
+
+    if not folder.is_dir():
+        raise DigitrecError(f"MNIST folder {folder} does not exist: {HOW_TO_PROVIDE}")
+    for name in SHA256:
+        find_file(folder, name)
+
+
+class RunLog:
+    """Writes what the run prints into its train.log too (beside Hydra's log records), skipping the
+    live progress bar's redraws."""
+
+    def __init__(self, stream, log) -> None:
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        if "\x1b[" not in text and "\r" not in text:
+            with contextlib.suppress(OSError, ValueError):
+                self.log.write(text)
+                self.log.flush()
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def run_log(path: Path):
+    try:
+        log = path.open("a")
+    except OSError:
+        yield
+        return
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RunLog(sys.stdout, log), RunLog(sys.stderr, log)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+        log.close()
+
+
+def record_failure(run_dir: Path, status: str, reason: str, **extra) -> None:
+    """metrics.json of a run that did not finish, as sweep jobs write it (so nothing mistakes it for a result)."""
+    from digitrec.train import run_overrides, write_metrics
+
+    with contextlib.suppress(OSError):
+        write_metrics(run_dir, {"status": status, "reason": reason, **extra, "run_dir": str(run_dir), "overrides": run_overrides()})
+
+
+def resume_hint(cfg, run_dir: Path, config_name: str) -> tuple[str, str | None]:
+    """How to continue an interrupted run: the command, with the real last.ckpt when there is one."""
+    dirpath = None
+    with contextlib.suppress(Exception):
+        dirpath = cfg.callbacks.model_checkpoint.dirpath
+    last = Path(dirpath or run_dir / "checkpoints") / "last.ckpt"
+    if config_name != "train":
+        return "run the same command again", None
+    if not last.is_file():
+        return "no checkpoint was saved yet (interrupted in the first epoch): run the same command again", None
+    from digitrec.train import run_overrides
+
+    kept = [o for o in run_overrides() if not o.startswith("ckpt_path=")]
+    return " ".join(["resume with: digitrec train", *kept, f"ckpt_path={last}"]), str(last)
+
+
 def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
     """Run `task` under Hydra (run directories, multirun, sweepers), pre-checking the command."""
+    if set(args) & COMPLETION_FLAGS:
+        raise DigitrecError("shell completion is not available for digitrec (Hydra completes only programs of its own); digitrec train --help lists the config groups")
+    command_line = list(sys.argv)
+    args = quote_paths(args)
+    if not set(args) & HYDRA_INFO_FLAGS:
+        args = [*args, *precheck(config_name, args)]
+
     import hydra
+    from hydra.core.hydra_config import HydraConfig
     from hydra.core.plugins import Plugins
     from hydra_plugins.digitrec_optuna_sweeper import ResumableOptunaSweeper
 
@@ -190,20 +313,37 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
     # behind an import hook: register digitrec's own sweeper by hand.
     Plugins.instance().register(ResumableOptunaSweeper)
 
-    command_line = list(sys.argv)
-    args = quote_paths(args)
-    if not set(args) & HYDRA_INFO_FLAGS:
-        args = [*args, *precheck(config_name, args)]
-
     def task_with_clean_errors(cfg):
         # Lightning's ddp starts the other devices by re-running this command: give it back as typed.
         sys.argv = command_line
         if in_multirun():
             return run_sweep_job(task, cfg)
-        try:
-            return task(cfg)
-        except DigitrecError as err:
-            raise SystemExit(f"digitrec: error: {err}") from None
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        # Replaced by the outcome; left as it is by a kill, so the run shows it never finished.
+        record_failure(run_dir, "running", "started, not finished (still running, or killed)", pid=os.getpid())
+        # Leaving through SystemExit: Hydra would wrap any Exception in its own multi-line report.
+        with run_log(run_dir / f"{HydraConfig.get().job.name}.log"):
+            try:
+                return task(cfg)
+            except DigitrecError as err:
+                record_failure(run_dir, "failed", str(err))
+                print(f"digitrec: error: {err}", file=sys.stderr, flush=True)
+                raise SystemExit(err.exit_code) from None
+            except (KeyboardInterrupt, SystemExit) as err:
+                # Lightning answers Ctrl-C by tearing down and calling sys.exit(1).
+                if not isinstance(err, KeyboardInterrupt) and not isinstance(err.__context__, KeyboardInterrupt):
+                    raise
+                hint, last = resume_hint(cfg, run_dir, config_name)
+                record_failure(run_dir, "interrupted", "interrupted (Ctrl-C)", resume_from=last)
+                print(f"digitrec: interrupted; {hint}", file=sys.stderr, flush=True)
+                raise SystemExit(EXIT_INTERRUPTED) from None
+            except Exception as err:  # a bug: its traceback stays visible, and the run says it failed
+                from digitrec.sweep import reason_of
+
+                with contextlib.suppress(OSError):
+                    (run_dir / "traceback.txt").write_text(traceback.format_exc())
+                record_failure(run_dir, "failed", f"{reason_of(err)} (traceback.txt in the run's directory)")
+                raise
 
     sys.argv = [f"digitrec {config_name}", *args]
     try:
@@ -215,27 +355,47 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
 
 
 def train_command(args: list[str]) -> int:
-    from digitrec.train import train
+    def train(cfg):  # imported only after the pre-check: Lightning and torch take seconds to import
+        from digitrec.train import train
+
+        return train(cfg)
 
     run_hydra("train", train, args)
     return 0
 
 
 def eval_command(args: list[str]) -> int:
-    from digitrec.evaluate import evaluate
+    def evaluate(cfg):
+        from digitrec.evaluate import evaluate
+
+        return evaluate(cfg)
 
     run_hydra("eval", evaluate, args)
     return 0
 
 
-def data_command(args: list[str]) -> int:
-    from hydra.utils import instantiate
+DATA_USAGE = """usage: digitrec data [KEY=VALUE ...]
 
-    cfg = compose("train", quote_paths(args))
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup()
-    print(f"MNIST ready and verified in {datamodule.folder()}")
+Find (DIGITREC_MNIST_DIR or data.data_dir=PATH) or download (into paths.data_dir) the four
+official MNIST files and verify their SHA-256. A folder verified once is remembered (by file
+sizes and modification times) and only checked again when a file changes.
+
+examples:
+  digitrec data
+  digitrec data data.data_dir=/path/to/mnist
+  digitrec data paths.data_dir=/tmp/mnist-download
+"""
+
+
+def data_command(args: list[str]) -> int:
+    if set(args) & {"-h", "--help"}:
+        print(DATA_USAGE, end="")
+        return 0
+    from digitrec.mnist import prepare_mnist
+
+    data = compose("train", quote_paths(args)).data
+    folder = prepare_mnist(data.data_dir, data.download, data.download_dir)
+    print(f"MNIST ready and verified in {folder}")
     return 0
 
 
@@ -278,7 +438,12 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
-        sys.exit(0 if args else 2)
+        sys.exit(0 if args else EXIT_USER_ERROR)
+    if args[0] in ("--version", "-V"):
+        from digitrec import __version__
+
+        print(f"digitrec {__version__}")
+        sys.exit(0)
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
         print(f"digitrec: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)} (digitrec --help)", file=sys.stderr)
@@ -287,10 +452,16 @@ def main(argv: list[str] | None = None) -> None:
         code = COMMANDS[command](rest)
     except DigitrecError as err:
         print(f"digitrec: error: {err}", file=sys.stderr)
-        code = 2
+        code = err.exit_code
     except KeyboardInterrupt:
         print("digitrec: interrupted", file=sys.stderr)
-        code = 130
+        code = EXIT_INTERRUPTED
+    except SystemExit as exit:
+        # Lightning ends a Ctrl-C with sys.exit(1), e.g. in a sweep job: it is still an interruption.
+        if not isinstance(exit.__context__, KeyboardInterrupt) or exit.code == EXIT_INTERRUPTED:
+            raise
+        print("digitrec: interrupted (the sweep's finished jobs are kept; digitrec sweep-report DIR shows them)", file=sys.stderr)
+        code = EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`digitrec predict ... | head`): stop quietly, as Unix tools do.
         sys.stdout = None

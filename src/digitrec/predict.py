@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ckpt",
         metavar="PATH",
         help="model to use: a Lightning checkpoint (checkpoints/*.ckpt) or an exported model.ckpt "
-        "(default: the best checkpoint of the newest run under outputs/)",
+        "(default: the best checkpoint of the newest successful training run under outputs/; for a sweep, its best job)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per file instead of text")
     parser.add_argument("--top-k", type=int, default=1, metavar="K", help="also list the K most likely digits (default: 1)")
@@ -179,21 +179,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def newest_run_checkpoint(root: Path = RUNS_ROOT) -> Path:
-    """The best checkpoint of the most recent finished run under `root` (its model.ckpt otherwise)."""
-    runs = sorted(root.glob("**/metrics.json"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
-    if not runs:
-        raise DigitrecError(f"no trained model found under {root}/: train one with `digitrec train`, or pass --ckpt PATH")
-    run_dir = runs[0].parent
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        best = json.loads(runs[0].read_text()).get("best_ckpt_path")
-    except (OSError, ValueError, AttributeError):
-        best = None
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def run_checkpoint(run_dir: Path, metrics: dict[str, Any]) -> Path | None:
+    """The checkpoint of a successful training run: its best epoch, else its model.ckpt."""
+    if metrics.get("status") != "ok" or "model_path" not in metrics and "best_ckpt_path" not in metrics:
+        return None  # failed, interrupted, or an evaluation (eval records have no status)
+    best = metrics.get("best_ckpt_path")
     candidates = ([Path(best), run_dir / best] if isinstance(best, str) and best else []) + [run_dir / "model.ckpt"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise DigitrecError(f"the newest run {run_dir} has no checkpoint (best_ckpt_path missing, no model.ckpt): pass --ckpt PATH")
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def sweep_objective(sweep_dir: Path) -> str:
+    import yaml  # Hydra's configs are YAML; Hydra itself is not imported here
+
+    for config in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
+        try:
+            return (yaml.safe_load(config.read_text()) or {}).get("optimized_metric") or "val/acc_best"
+        except (OSError, yaml.YAMLError, AttributeError):
+            break
+    return "val/acc_best"
+
+
+def best_sweep_job(sweep_dir: Path) -> tuple[Path, str] | None:
+    """The best successful job of a sweep or an Optuna search, by the sweep's own objective."""
+    objective = sweep_objective(sweep_dir)
+    sign = 1 if "loss" in objective else -1
+    ranked = []
+    for metrics_file in sweep_dir.glob("*/metrics.json"):
+        metrics = _read_json(metrics_file)
+        value, ckpt = metrics.get(objective), run_checkpoint(metrics_file.parent, metrics)
+        if isinstance(value, (int, float)) and ckpt is not None:
+            ranked.append((sign * value, metrics_file.parent.name, ckpt, value))
+    if not ranked:
+        return None
+    _, job, ckpt, value = min(ranked)
+    return ckpt, f"the best job ({objective} {value:.4f}) of the sweep {sweep_dir}, job {job}"
+
+
+def choose_checkpoint(root: Path = RUNS_ROOT) -> tuple[Path, str]:
+    """The model to use when none is named, and a description of where it comes from.
+
+    The newest successful training run under `root` (its best epoch); when that is a sweep or an
+    Optuna search, its best job. Failed, interrupted and unfinished runs and evaluations are skipped.
+    """
+    found = sorted(root.glob("**/metrics.json"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
+    seen: set[Path] = set()
+    for metrics_file in found:
+        run_dir = metrics_file.parent
+        sweep_dir = run_dir.parent
+        if (sweep_dir / "multirun.yaml").is_file() or (sweep_dir / "optuna.db").is_file():
+            if sweep_dir in seen:
+                continue
+            seen.add(sweep_dir)
+            best = best_sweep_job(sweep_dir)
+            if best:
+                return best
+            continue
+        ckpt = run_checkpoint(run_dir, _read_json(metrics_file))
+        if ckpt is not None:
+            return ckpt, f"the newest successful training run under {root}/"
+    if found:
+        raise DigitrecError(f"no successful training run with a checkpoint under {root}/ (only failed or unfinished runs, or evaluations): train one with `digitrec train`, or pass --ckpt PATH")
+    raise DigitrecError(f"no trained model found under {root}/: train one with `digitrec train`, or pass --ckpt PATH")
+
+
+def newest_run_checkpoint(root: Path = RUNS_ROOT) -> Path:
+    """The checkpoint `digitrec predict` uses without --ckpt (see choose_checkpoint)."""
+    return choose_checkpoint(root)[0]
 
 
 def preprocessed_path(folder: Path, image: str, taken: set[str]) -> Path:
@@ -219,9 +278,11 @@ def main(argv: list[str]) -> int:
         print("digitrec predict: error: --top-k and --batch-size must be at least 1", file=sys.stderr)
         return 2
     try:
-        ckpt = Path(args.ckpt) if args.ckpt else newest_run_checkpoint()
-        if not args.ckpt:
-            print(f"digitrec predict: using {ckpt}, from the newest run under {RUNS_ROOT}/ (--ckpt PATH to choose)", file=sys.stderr)
+        if args.ckpt:
+            ckpt = Path(args.ckpt)
+        else:
+            ckpt, source = choose_checkpoint()
+            print(f"digitrec predict: using {ckpt}, from {source} (--ckpt PATH to choose)", file=sys.stderr)
         predictor = Predictor.from_checkpoint(ckpt)
     except DigitrecError as err:
         print(f"digitrec: error: {err}", file=sys.stderr)

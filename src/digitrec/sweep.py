@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
-from digitrec.errors import DigitrecError
+from digitrec.errors import EXIT_FAILED_RUN, DigitrecError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Job:
 
     @property
     def status(self) -> str:
-        if not self.metrics:
+        if not self.metrics or self.metrics.get("status") in ("running", "interrupted"):
             return "unfinished"
         return self.metrics.get("status", "ok")  # eval writes no status: it has no other outcome
 
@@ -219,6 +219,11 @@ class SweepSummary(Callback):
             return
         text = write_summary(sweep_dir)
         print(f"\n{text}\nsummary: {sweep_dir / 'summary.md'} and summary.csv; curves: make tensorboard", flush=True)
+        failed = [job for job in read_jobs(sweep_dir) if job.status == "failed"]
+        if failed:
+            # The last thing Hydra runs: leaving through SystemExit keeps its error report out.
+            print(f"digitrec: error: {len(failed)} of the sweep's jobs failed (see the status column above)", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_FAILED_RUN)
 
 
 def report_main(args: list[str]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from omegaconf import DictConfig
 
 from digitrec.checkpoint import export_model, load_checkpoint, resume_checkpoint
 from digitrec.config import check_config
-from digitrec.errors import DigitrecError
+from digitrec.errors import DigitrecError, RunFailed
 from digitrec.run_checkpoints import AtomicCheckpointIO, best_checkpoint
 from digitrec.runtime import skip_futile_nvml_probe
 from digitrec.sweep import in_multirun
@@ -33,9 +34,16 @@ ARCHITECTURE_KEYS = ("input_size", "hidden_sizes", "num_classes")
 
 
 class TrainingWatch(L.Callback):
-    """Fails a run whose loss is no longer a number, with the reason, instead of training on NaNs;
-    and counts finished epochs in callback_metrics, the one place that spawned device processes
-    report back from (their trainer.current_epoch stays theirs)."""
+    """Fails a run that has stopped learning, with the reason and a suggestion, instead of training
+    on: a loss that is no longer a number, a validation loss far above an untrained model's, or a
+    validation accuracy still at chance after enough steps to learn. Also counts finished epochs in
+    callback_metrics, the one place that spawned device processes report back from (their
+    trainer.current_epoch stays theirs)."""
+
+    # An untrained classifier's loss is ln(classes); a loss this many times higher has blown up.
+    LOSS_BLOWUP = 5.0
+    # Steps after which the tutorial's model is far above chance (~0.9 after 100 steps at lr 1e-3).
+    STEPS_TO_LEARN = 100
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.callback_metrics["epochs"] = torch.tensor(float(trainer.current_epoch + 1))
@@ -43,13 +51,25 @@ class TrainingWatch(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        lr = pl_module.hparams.get("lr")
+        advice = f"try a smaller model.lr than {lr}, e.g. model.lr={min(lr / 10, 1e-3):g}" if isinstance(lr, (int, float)) else "try a smaller model.lr"
+        epoch = trainer.current_epoch + 1
         for key in ("train/loss_step", "val/loss"):
             value = trainer.callback_metrics.get(key)
             if value is not None and not torch.isfinite(value).all():
-                raise DigitrecError(
-                    f"training diverged: {key.removesuffix('_step')} is {float(value)} in epoch {trainer.current_epoch + 1} "
-                    f"(try a smaller model.lr than {pl_module.hparams.get('lr')})"
-                )
+                raise RunFailed(f"training diverged: {key.removesuffix('_step')} is {float(value)} in epoch {epoch} ({advice})")
+        classes = int(pl_module.hparams.get("num_classes", 10))
+        loss, acc = trainer.callback_metrics.get("val/loss"), trainer.callback_metrics.get("val/acc")
+        start = math.log(classes)
+        if loss is not None and float(loss) > self.LOSS_BLOWUP * start:
+            raise RunFailed(
+                f"training diverged: val/loss is {float(loss):.4g} in epoch {epoch}, far above an untrained model's {start:.2f} ({advice})"
+            )
+        if acc is not None and trainer.global_step >= self.STEPS_TO_LEARN and float(acc) <= 2.0 / classes:
+            raise RunFailed(
+                f"training stopped learning: val/acc is {float(acc):.4f} after epoch {epoch} ({trainer.global_step} steps), "
+                f"chance level is {1 / classes:.2f} (try another model.lr than {lr}; the tutorial's is 0.001)"
+            )
 
 
 def build_trainer(cfg: DictConfig, loggers: list | bool = False) -> L.Trainer:
@@ -61,15 +81,20 @@ def build_trainer(cfg: DictConfig, loggers: list | bool = False) -> L.Trainer:
     callbacks.append(TrainingWatch())
 
     def make(**settings) -> L.Trainer:
-        return instantiate(
-            cfg.trainer,
-            callbacks=callbacks,
-            logger=loggers,
-            enable_progress_bar=show_bar,
-            enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
-            plugins=[AtomicCheckpointIO()],
-            **settings,
-        )
+        try:
+            return instantiate(
+                cfg.trainer,
+                callbacks=callbacks,
+                logger=loggers,
+                enable_progress_bar=show_bar,
+                enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
+                plugins=[AtomicCheckpointIO()],
+                **settings,
+            )
+        except Exception as err:  # noqa: BLE001  (the pre-check builds the same Trainer; this is for what it could not see)
+            from digitrec.config import trainer_error
+
+            raise DigitrecError(f"config error at trainer: {trainer_error(err)}") from None
 
     trainer = make()
     # Strategies like ddp start each extra device by re-running the command line; in a sweep that
