@@ -113,7 +113,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
         process.wait()
     killed_at = state(last)["global_step"]
     assert 300 < killed_at < 600, killed_at
-    assert not (tmp_path / "killed" / "metrics.json").exists()
+    assert json.loads((tmp_path / "killed" / "metrics.json").read_text())["status"] == "running", "a killed run never says it finished"
     # A kill may leave a temp file beside them, but never a partial file under a final name.
     for ckpt in (tmp_path / "killed" / "checkpoints").glob("*.ckpt"):
         state(ckpt)  # every file under a final name is whole
@@ -167,7 +167,7 @@ def test_a_url_as_ckpt_path_is_refused_with_one_line(tmp_path):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "is a URL" in lines[0], result.stderr[-2000:]
-    assert not (tmp_path / "outputs" / "train" / "runs").exists() or not any((tmp_path / "outputs" / "train" / "runs").rglob("*.ckpt"))
+    assert result.returncode == 2 and not (tmp_path / "outputs").exists(), "refused before any run directory"
 
 
 def test_a_checkpoint_write_that_fails_leaves_the_previous_one_loadable(reference):

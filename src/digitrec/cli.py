@@ -196,8 +196,13 @@ def precheck(config_name: str, args: list[str]) -> list[str]:
         from digitrec.checkpoint import load_checkpoint
 
         load_checkpoint(cfg.ckpt_path)
-    if config_name == "train" and cfg.get("ckpt_path") and not any(o.startswith("hydra.run.dir=") for o in overrides):
-        return resume_in_place(cfg.ckpt_path)
+    if config_name == "train" and cfg.get("ckpt_path"):
+        from digitrec.checkpoint import load_checkpoint, resume_checkpoint
+
+        # A URL, a missing file or one that is not a digitrec checkpoint: one line, no run directory.
+        load_checkpoint(resume_checkpoint(cfg.ckpt_path))
+        if not any(o.startswith("hydra.run.dir=") for o in overrides):
+            return resume_in_place(cfg.ckpt_path)
     return []
 
 

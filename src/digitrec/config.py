@@ -288,7 +288,7 @@ def _check_trainer_keys(trainer: DictConfig) -> None:
 
 # Trainer settings that construct on every machine: anything else is tried on a real Trainer
 # (check_trainer_with_lightning) before the run starts, which costs the import of Lightning.
-PLAIN_TRAINER = {"accelerator": ("auto", "cpu"), "devices": (1, "1", "auto"), "strategy": ("auto",), "precision": (32, "32", "32-true")}
+PLAIN_TRAINER = {"accelerator": ("auto", "cpu"), "devices": (1, "1", "auto"), "strategy": ("auto",), "precision": (32, "32", "32-true"), "profiler": ()}
 PLAIN_TRAINER_KEYS = {
     "_target_", "default_root_dir", "max_epochs", "min_epochs", "max_steps", "max_time", "log_every_n_steps",
     "limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches", "overfit_batches",
