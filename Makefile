@@ -19,7 +19,7 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e ".[dev,onnx]"
+	$(BIN)/python -m pip install --progress-bar off -e ".[dev,onnx,mlflow]"
 	touch $@
 
 install: $(VENV)/.installed data ## create .venv, install digitrec and its dependencies, get MNIST
