@@ -53,7 +53,7 @@ def override_value(value: Any) -> str:
 
 def distribution(override: Override) -> BaseDistribution:
     """choice(...) -> categorical; range(a,b[,step]) -> a, a+step, ... < b (as Hydra counts it);
-    interval(a,b) -> uniform in [a, b], integers when both ends are; tag(log, ...) -> log scale."""
+    interval(a,b) -> floats in [a, b]; tag(log, ...) -> log scale."""
     value = override.value()
     log_scale = "log" in getattr(value, "tags", ())
     if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
@@ -65,9 +65,7 @@ def distribution(override: Override) -> BaseDistribution:
             return IntDistribution(start, start + (stop - start - 1) // step * step, step=step, log=log_scale)
         last = start + math.floor((stop - start) / step - 1e-9) * step
         return FloatDistribution(start, last, step=step)
-    if isinstance(value, IntervalSweep):
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log_scale)
+    if isinstance(value, IntervalSweep):  # Hydra reads interval ends as floats: range() is for integers
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
     raise DigitrecError(f"bad override: {override.input_line}: an Optuna search takes choice(), range() or interval() (glob and sweeps of lists are for -m)")
 

@@ -1,7 +1,11 @@
 """Hydra finds sweepers only in the `hydra_plugins` namespace: this is digitrec's Optuna sweeper
 (resumable studies in SQLite, pruning; the work is done in digitrec.optuna_search)."""
 
+import sys
+
 from hydra.plugins.sweeper import Sweeper
+
+from digitrec.errors import DigitrecError
 
 
 class ResumableOptunaSweeper(Sweeper):
@@ -17,4 +21,10 @@ class ResumableOptunaSweeper(Sweeper):
         self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
-        self.search.sweep(arguments)
+        try:
+            self.search.sweep(arguments)
+        except DigitrecError as err:
+            # A search space Optuna cannot sample, found before the first trial: one line, as for any
+            # user mistake (Hydra would print a traceback for an exception).
+            print(f"digitrec: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
