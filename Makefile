@@ -61,8 +61,11 @@ bench: $(VENV)/.installed ## time digitrec against plain PyTorch loops into benc
 bench-smoke: $(VENV)/.installed ## the benchmark on a tiny setting, into a temp folder: checks that it runs, measures nothing
 	$(BIN)/python -m benchmarks.bench --smoke $(ARGS)
 
-tensorboard: $(VENV)/.installed ## TensorBoard over every run in outputs/, on http://127.0.0.1:6006
-	$(BIN)/tensorboard --logdir outputs --host 127.0.0.1 --port 6006
+# LOGDIR=<a sweep's directory>: only its jobs, named by job number and what differs.
+LOGDIR ?= outputs
+
+tensorboard: $(VENV)/.installed ## TensorBoard over every run in outputs/ (or LOGDIR=...), on http://127.0.0.1:6006
+	$(BIN)/tensorboard --logdir $(LOGDIR) --host 127.0.0.1 --port 6006
 
 clean: ## remove caches and build files (never outputs/ or data/)
 	rm -rf .pytest_cache build dist src/*.egg-info

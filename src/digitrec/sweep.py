@@ -233,7 +233,7 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         text = write_summary(sweep_dir)
-        print(f"\n{text}\nsummary: {sweep_dir / 'summary.md'} and summary.csv; curves: make tensorboard", flush=True)
+        print(f"\n{text}\nsummary: {sweep_dir / 'summary.md'} and summary.csv; curves: make tensorboard LOGDIR={sweep_dir}", flush=True)
 
 
 def report_main(args: list[str]) -> int:
