@@ -11,7 +11,7 @@ ARGS ?=
 export DIGITREC_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train eval sweep experiments search sweep-report test test-fast bench bench-smoke tensorboard clean
+.PHONY: help install data train eval sweep experiments search sweep-report test test-fast bench bench-smoke tensorboard mlflow lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ LOGDIR ?= outputs
 
 tensorboard: $(VENV)/.installed ## TensorBoard over every run in outputs/ (or LOGDIR=...), on http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir $(LOGDIR) --host 127.0.0.1 --port 6006
+
+mlflow: $(VENV)/.installed ## the MLflow UI over the runs of logger=mlflow (outputs/mlflow.db), on http://127.0.0.1:5000
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
 
 clean: ## remove caches and build files (never outputs/ or data/)
 	rm -rf .pytest_cache build dist src/*.egg-info

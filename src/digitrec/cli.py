@@ -113,7 +113,7 @@ def check_sweep(config_name: str, overrides: list[str]) -> list[str]:
 
 
 # Keys that change neither a job's result nor what a search finds.
-UNNAMED_KEYS = ("hparams_search", "progress", "threads")
+UNNAMED_KEYS = ("hparams_search", "logger", "progress", "threads")
 
 
 def sweep_naming(cfg, parsed: list) -> list[str]:

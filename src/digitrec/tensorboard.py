@@ -125,6 +125,14 @@ class TestFigures(L.Callback):
                     logger.experiment.add_image(tag, picture, global_step=trainer.global_step, dataformats="HWC")
 
 
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The test results beside the figures in MLflow (TensorBoard has them as scalars already).
+        results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("test/", "val/acc_best"))}
+        for logger in figure_loggers(trainer):
+            if isinstance(logger, MLFlowLogger):
+                logger.experiment.log_dict(logger.run_id, results, "test/metrics.json")
+
+
 def as_uint8(images: torch.Tensor) -> np.ndarray:
     """(N, 28, 28) uint8 from the batches' images: uint8 already, or floats in [0, 1]."""
     images = images.reshape(len(images), 28, 28)
