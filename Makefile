@@ -45,6 +45,10 @@ search: install ## the Optuna search; run it again to continue it (longer: ARGS=
 sweep-report: $(VENV)/.installed ## a past sweep's summary again: make sweep-report DIR=outputs/train/multiruns/<sweep>
 	$(BIN)/digitrec sweep-report $(DIR)
 
+lint: $(VENV)/.installed ## ruff: lint and check the formatting (settings in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 test: install ## run the whole test suite (the slow end-to-end tests too)
 	$(BIN)/python -m pytest $(ARGS)
 

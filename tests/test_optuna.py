@@ -71,7 +71,11 @@ def test_the_search_space_speaks_hydras_sweep_syntax():
     assert "data.batch_size" not in dims and space.fixed == ["data.batch_size=128"], "KEY=VALUE fixes a dimension"
     params = {"model.lr": 0.001, "model.hidden_sizes": "[800]", "trainer.max_epochs": 4, "+model.momentum": 0.25}
     assert space.overrides(params) == [
-        "data.batch_size=128", "model.lr=0.001", "model.hidden_sizes=[800]", "trainer.max_epochs=4", "+model.momentum=0.25"
+        "data.batch_size=128",
+        "model.lr=0.001",
+        "model.hidden_sizes=[800]",
+        "trainer.max_epochs=4",
+        "+model.momentum=0.25",
     ]
     assert search_space({"data.batch_size": "choice(32, 64)"}, ["data.batch_size=choice(16,32)"]).dimensions == {
         "data.batch_size": CategoricalDistribution([16, 32])

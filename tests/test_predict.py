@@ -22,7 +22,7 @@ from predict_fixtures import (  # noqa: F401
 )
 
 from conftest import TINY_TRAIN, run_digitrec
-from digitrec import foreign_set
+from benchmarks import foreign_set
 from digitrec.errors import DigitrecError
 from digitrec.predict import ImageError, Predictor, main
 

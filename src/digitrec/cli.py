@@ -163,9 +163,9 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
     """Run `task` under Hydra (run directories, multirun, sweepers), pre-checking the command."""
     import hydra
     from hydra.core.plugins import Plugins
-    from hydra_plugins.digitrec_optuna_sweeper import ResumableOptunaSweeper
 
     from digitrec.sweep import in_multirun, run_sweep_job
+    from hydra_plugins.digitrec_optuna_sweeper import ResumableOptunaSweeper
 
     # Hydra finds plugins by listing the hydra_plugins folders, which an editable install hides
     # behind an import hook: register digitrec's own sweeper by hand.

@@ -28,7 +28,6 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Overrid
 from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
@@ -67,7 +66,9 @@ def distribution(override: Override) -> BaseDistribution:
         return FloatDistribution(start, last, step=step)
     if isinstance(value, IntervalSweep):  # Hydra reads interval ends as floats: range() is for integers
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise DigitrecError(f"bad override: {override.input_line}: an Optuna search takes choice(), range() or interval() (glob and sweeps of lists are for -m)")
+    raise DigitrecError(
+        f"bad override: {override.input_line}: an Optuna search takes choice(), range() or interval() (glob and sweeps of lists are for -m)"
+    )
 
 
 @dataclass
@@ -226,9 +227,10 @@ class OptunaPruning(L.Callback):
         self.storage_url, self.study_name, self.trial_number = storage, study_name, int(trial)
         self.pruner, self.monitor = pruner, monitor
         self.trial_id: int | None = None
+        # Built with the trainer, just after the run started: its time is the run's, as for a trial that completes.
+        self.started = time.perf_counter()
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.started = time.perf_counter()
         if not trainer.is_global_zero:
             return
         self.storage = optuna.storages.RDBStorage(self.storage_url)
