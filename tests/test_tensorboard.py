@@ -122,6 +122,15 @@ def test_scalars_list_the_training_curves_and_return_points(board):
 
 
 @pytest.mark.slow
+def test_custom_scalars_put_training_and_validation_in_one_chart(board):
+    server, _, _ = board
+    layout = server.get("/data/plugin/custom_scalars/layout")
+    (category,) = layout["category"]
+    charts = {chart["title"]: chart["multiline"]["tag"] for chart in category["chart"]}
+    assert charts == {"loss": ["^train/loss_epoch$", "^val/loss$"], "accuracy": ["^train/acc$", "^val/acc$", "^val/acc_best$"]}
+
+
+@pytest.mark.slow
 def test_hparams_tab_has_each_runs_settings_and_results(board):
     server, runs, outputs = board
     request = {

@@ -13,6 +13,7 @@ the job records as "pruned" and the sweeper tells the study as TrialState.PRUNED
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -186,7 +187,7 @@ class OptunaSearch:
         """The job's outcome, from the metrics.json it wrote (any launcher, any process)."""
         run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir) if job.hydra_cfg is not None else None
         metrics_file = run_dir / "metrics.json" if run_dir else None
-        metrics = OmegaConf.to_container(OmegaConf.load(metrics_file)) if metrics_file and metrics_file.is_file() else {}
+        metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.is_file() else {}
         status = metrics.get("status", "failed")
         try:
             value = float(job.return_value)

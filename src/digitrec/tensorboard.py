@@ -55,6 +55,14 @@ def hparam_value(value: Any) -> int | float | str | bool:
     return str(value).replace("'", "")
 
 
+CURVES_LAYOUT = {
+    "train vs val": {
+        "loss": ["Multiline", [r"^train/loss_epoch$", r"^val/loss$"]],
+        "accuracy": ["Multiline", [r"^train/acc$", r"^val/acc$", r"^val/acc_best$"]],
+    }
+}
+
+
 class HParamsSummary(L.Callback):
     """Records the run's hyperparameters for the HParams tab, with the metrics it should show.
 
@@ -78,6 +86,8 @@ class HParamsSummary(L.Callback):
             writer = logger.experiment.file_writer
             for summary in summaries:
                 writer.add_summary(summary)
+            # Custom Scalars: training and validation in one chart each, to see over- and underfitting.
+            logger.experiment.add_custom_scalars(CURVES_LAYOUT)
             writer.flush()
 
 
