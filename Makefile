@@ -11,7 +11,7 @@ ARGS ?=
 export DIGITREC_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train eval sweep experiments search sweep-report test test-fast bench bench-smoke tensorboard clean
+.PHONY: help install data train eval sweep experiments search sweep-report test test-fast bench bench-smoke tensorboard mlflow lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e ".[dev,onnx,serve]"
+	$(BIN)/python -m pip install --progress-bar off -e ".[dev,onnx,serve,mlflow]"
 	touch $@
 
 install: $(VENV)/.installed data ## create .venv, install digitrec and its dependencies, get MNIST
@@ -45,6 +45,10 @@ search: install ## the Optuna search; run it again to continue it (longer: ARGS=
 sweep-report: $(VENV)/.installed ## a past sweep's summary again: make sweep-report DIR=outputs/train/multiruns/<sweep>
 	$(BIN)/digitrec sweep-report $(DIR)
 
+lint: $(VENV)/.installed ## ruff: lint and check the formatting (settings in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 test: install ## run the whole test suite (the slow end-to-end tests too)
 	$(BIN)/python -m pytest $(ARGS)
 
@@ -68,8 +72,14 @@ serve: install ## the draw-a-digit page and HTTP API on http://127.0.0.1:8000/ (
 bench-serve: $(VENV)/.installed ## load on `digitrec serve`: 1, 8, 32 clients, req/s, latency, RSS, cold start (a trained model: make train)
 	$(BIN)/python -m benchmarks.serve_load $(ARGS)
 
-tensorboard: $(VENV)/.installed ## TensorBoard over every run in outputs/, on http://127.0.0.1:6006
-	$(BIN)/tensorboard --logdir outputs --host 127.0.0.1 --port 6006
+# LOGDIR=<a sweep's directory>: only its jobs, named by job number and what differs.
+LOGDIR ?= outputs
+
+tensorboard: $(VENV)/.installed ## TensorBoard over every run in outputs/ (or LOGDIR=...), on http://127.0.0.1:6006
+	$(BIN)/tensorboard --logdir $(LOGDIR) --host 127.0.0.1 --port 6006
+
+mlflow: $(VENV)/.installed ## the MLflow UI over the runs of logger=mlflow (outputs/mlflow.db), on http://127.0.0.1:5000
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
 
 clean: ## remove caches and build files (never outputs/ or data/)
 	rm -rf .pytest_cache build dist src/*.egg-info

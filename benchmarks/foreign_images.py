@@ -2,7 +2,7 @@
 
     python -m benchmarks.foreign_images [--ckpt PATH] [--every 10] [--font-copies 10]
 
-The set is regenerated from a seed (see digitrec.foreign_set): every 10th MNIST test digit
+The set is regenerated from a seed (see benchmarks/foreign_set.py): every 10th MNIST test digit
 (1000 digits, both the clean and the hard half of the test set) as photos of each variant,
 and digits typed in every font found. The model defaults to the newest run under outputs/,
 the one `make train` writes. Prints a markdown table; --json also writes the numbers.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrec import foreign_set
+from benchmarks import foreign_set
 from digitrec.errors import DigitrecError
 from digitrec.mnist import load_mnist
 from digitrec.predict import ImageError, Predictor, newest_run_checkpoint

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from digitrec import foreign_set
+from benchmarks import foreign_set
 from digitrec.errors import DigitrecError
 from digitrec.mnist import load_mnist
 from digitrec.predict import newest_run_checkpoint

@@ -1,4 +1,5 @@
-"""hparams_search=optuna: a real TPE search whose study survives a kill and continues."""
+"""hparams_search=optuna: a real TPE search whose study survives a kill and continues, records
+failed trials and prunes hopeless ones (in this process and in parallel job processes)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,48 @@ def test_the_search_config_composes_with_a_stored_seeded_study(tmp_path):
     assert {"model.lr", "data.batch_size", "model.hidden_sizes", "model.optimizer"} <= set(sweeper["params"])
 
 
+def test_the_search_prunes_by_val_acc_with_a_median_pruner(tmp_path):
+    result = run_digitrec("train", "hparams_search=optuna", "--cfg", "job", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    pruning = yaml.safe_load(result.stdout)["callbacks"]["optuna_pruning"]
+    assert pruning["_target_"] == "digitrec.optuna_search.OptunaPruning" and pruning["monitor"] == "val/acc"
+    assert pruning["pruner"]["_target_"] == "optuna.pruners.MedianPruner"
+    assert pruning["trial"] == "${hydra:job.num}", "the job finds its trial by its number"
+
+
+def test_the_search_space_speaks_hydras_sweep_syntax():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from digitrec.optuna_search import search_space
+
+    params = {"model.lr": "tag(log, interval(1e-4, 1e-2))", "data.batch_size": "choice(32, 64)", "model.hidden_sizes": "choice([500,100], [800])"}
+    space = search_space(params, ["trainer.max_epochs=range(3,11)", "+model.momentum=interval(0, 0.5)", "data.batch_size=128"])
+    dims = space.dimensions
+    assert dims["model.lr"] == FloatDistribution(1e-4, 1e-2, log=True)
+    assert dims["model.hidden_sizes"] == CategoricalDistribution(["[500,100]", "[800]"])
+    assert dims["trainer.max_epochs"] == IntDistribution(3, 10), "range stops before its end, as in Hydra"
+    assert dims["+model.momentum"] == FloatDistribution(0.0, 0.5), "interval: floats, as in Hydra"
+    assert "data.batch_size" not in dims and space.fixed == ["data.batch_size=128"], "KEY=VALUE fixes a dimension"
+    params = {"model.lr": 0.001, "model.hidden_sizes": "[800]", "trainer.max_epochs": 4, "+model.momentum": 0.25}
+    assert space.overrides(params) == [
+        "data.batch_size=128",
+        "model.lr=0.001",
+        "model.hidden_sizes=[800]",
+        "trainer.max_epochs=4",
+        "+model.momentum=0.25",
+    ]
+    assert search_space({"data.batch_size": "choice(32, 64)"}, ["data.batch_size=choice(16,32)"]).dimensions == {
+        "data.batch_size": CategoricalDistribution([16, 32])
+    }, "a sweep on the command line replaces the config's"
+
+
+def test_a_search_rejects_what_it_cannot_sample(tmp_path):
+    result = run_digitrec("train", "hparams_search=optuna", "experiment=glob(*)", *TINY_TRAIN, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("digitrec: error:") and "choice(), range() or interval()" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_a_search_stores_its_study_and_continues_it_after_a_kill(tmp_path):
     env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir()), "PYTHONUNBUFFERED": "1"}
@@ -90,3 +133,46 @@ def test_a_search_stores_its_study_and_continues_it_after_a_kill(tmp_path):
     assert study.trials[4].state.name == "FAIL" and study.trials[5].params == killed[0].params
     assert sorted(after) == sorted(t.number for t in complete), "job directories are numbered by trial"
     assert "6 ok" in again.stdout
+
+
+@pytest.mark.slow
+def test_failed_and_pruned_trials_are_recorded_with_jobs_in_other_processes(tmp_path):
+    """lr -1 fails its job; lr 1e-6 is hopeless after one epoch; jobs run two at a time in
+    separate processes (hydra/launcher=parallel), each reaching its trial through the SQLite file."""
+    search = [
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=6",
+        "model.lr=choice(-1.0,1e-6,1e-3)",
+        "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=5",
+        "+trainer.limit_val_batches=2",
+        "progress=lines",
+        "callbacks.optuna_pruning.pruner.n_startup_trials=1",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+    ]
+    result = run_digitrec("train", *search, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (study_dir,) = (tmp_path / "outputs" / "train" / "optuna").iterdir()
+    study = load_study(study_dir)
+    recorded = {number: json.loads(text) for number, text in job_metrics(study_dir).items()}
+    states = {t.state.name for t in study.trials}
+    assert {"COMPLETE", "PRUNED", "FAIL"} <= states, states
+    for trial in study.trials:
+        job = recorded[trial.number]
+        if trial.params["model.lr"] == -1.0:
+            assert trial.state.name == "FAIL" and job["status"] == "failed"
+            assert "config error at model.lr" in job["reason"] and trial.user_attrs["reason"] == job["reason"]
+        elif trial.state.name == "PRUNED":
+            assert trial.params["model.lr"] == 1e-6, "only the hopeless learning rate is pruned"
+            assert list(trial.intermediate_values) == [0], "stopped after its first epoch"
+            assert job["status"] == "pruned" and job["epochs"] == 1 and "below the median" in job["reason"]
+        else:
+            assert trial.state.name == "COMPLETE" and job["status"] == "ok"
+            assert list(trial.intermediate_values) == [0, 1], "val/acc reported after each epoch"
+    summary = (study_dir / "summary.md").read_text()
+    counts = {s: sum(t.state.name == s for t in study.trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    assert f"6 jobs: {counts['COMPLETE']} ok, {counts['PRUNED']} pruned, {counts['FAIL']} failed." in summary
+    assert "pruned after epoch 1: val/acc" in summary
+    assert "Traceback" not in result.stderr

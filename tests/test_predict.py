@@ -12,6 +12,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from benchmarks import foreign_set
+from conftest import TINY_TRAIN, run_digitrec
+from digitrec.errors import DigitrecError
+from digitrec.predict import ImageError, Predictor, main
 from predict_fixtures import (  # noqa: F401
     crafted_png,
     lightning_style_checkpoint,
@@ -20,11 +25,6 @@ from predict_fixtures import (  # noqa: F401
     model_ckpt,
     predictor,
 )
-
-from conftest import TINY_TRAIN, run_digitrec
-from digitrec import foreign_set
-from digitrec.errors import DigitrecError
-from digitrec.predict import ImageError, Predictor, main
 
 # --- accuracy on foreign images --------------------------------------------------------------
 

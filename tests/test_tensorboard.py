@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -97,7 +98,8 @@ def test_runs_share_one_root_and_are_named_by_what_differs(board):
     _, runs, _ = board
     assert len(runs) == 3
     (single,) = [r for r in runs if r.startswith("train/runs/")]
-    assert single.endswith("trainer.log_every_n_steps=5,trainer.max_epochs=1")
+    # What differs first (TensorBoard's run list cuts long names at the end), then time and random id.
+    assert re.fullmatch(r"train/runs/\+trainer\.limit_train_batches=20,\S*trainer\.max_epochs=1_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", single), single
     swept = sorted(r for r in runs if r.startswith("train/multiruns/"))
     assert [r.rsplit("/", 1)[1] for r in swept] == ["0_model.lr=0.001", "1_model.lr=0.0003"]
     assert len({r.rsplit("/", 1)[0] for r in swept}) == 1, "one sweep directory: its curves overlay"
@@ -109,6 +111,7 @@ def test_scalars_list_the_training_curves_and_return_points(board):
     tags = server.get("/data/plugin/scalars/tags")
     for run in runs:
         assert SCALARS <= set(tags[run]), SCALARS - set(tags[run])
+        assert "epoch" not in tags[run], "no epoch counter as the first card group, above the curves"
     run = runs[0]
     val_acc = server.get("/data/plugin/scalars/scalars", run=run, tag="val/acc")
     assert len(val_acc) == 1 and 0.5 < val_acc[0][2] <= 1, "one epoch: one point of [wall time, step, value]"
@@ -116,6 +119,15 @@ def test_scalars_list_the_training_curves_and_return_points(board):
     assert [step for _, step, _ in loss] == [4, 9, 14, 19], "every 5 steps of 20"
     lr = server.get("/data/plugin/scalars/scalars", run=run, tag="train/lr")
     assert lr and all(value == pytest.approx(1e-3 if "0.0003" not in run else 3e-4) for _, _, value in lr)
+
+
+@pytest.mark.slow
+def test_custom_scalars_put_training_and_validation_in_one_chart(board):
+    server, _, _ = board
+    layout = server.get("/data/plugin/custom_scalars/layout")
+    (category,) = layout["category"]
+    charts = {chart["title"]: chart["multiline"]["tag"] for chart in category["chart"]}
+    assert charts == {"loss": ["^train/loss_epoch$", "^val/loss$"], "accuracy": ["^train/acc$", "^val/acc$", "^val/acc_best$"]}
 
 
 @pytest.mark.slow
@@ -134,7 +146,7 @@ def test_hparams_tab_has_each_runs_settings_and_results(board):
     for run, group in by_run.items():
         hparams = group["hparams"]
         assert hparams["model.lr"] == pytest.approx(3e-4 if "0.0003" in run else 1e-3)
-        assert hparams["model.hidden_sizes"] == "[500, 100]" and hparams["data.batch_size"] == 100
+        assert hparams["model.hidden_sizes"] == "[500, 100]" and hparams["data.batch_size"] == "100"
         assert hparams["experiment"] == "none" and hparams["model.optimizer"] == "adam"
         metrics = json.loads((outputs / run / "metrics.json").read_text())
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
@@ -186,6 +198,6 @@ def test_misclassified_grid_shows_each_digit_with_its_labels():
     assert picture[24 + 28, 4 + 28].tolist() == [255, 255, 255], "the digit, scaled 2x"
 
 
-@pytest.mark.parametrize("value, shown", [([500, 100], "[500, 100]"), (None, "none"), (1e-3, 1e-3), ("adam", "adam"), (True, True)])
+@pytest.mark.parametrize("value, shown", [([500, 100], "[500, 100]"), (None, "none"), (100, "100"), (1e-3, 1e-3), ("adam", "adam"), (True, True)])
 def test_hparam_values_are_numbers_strings_or_booleans(value, shown):
     assert hparam_value(value) == shown

@@ -124,7 +124,7 @@ def check_sweep(config_name: str, overrides: list[str]) -> list[str]:
 
 
 # Keys that change neither a job's result nor what a search finds.
-UNNAMED_KEYS = ("hparams_search", "progress", "threads")
+UNNAMED_KEYS = ("hparams_search", "logger", "progress", "threads")
 
 
 def sweep_naming(cfg, parsed: list) -> list[str]:
@@ -310,9 +310,9 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.plugins import Plugins
-    from hydra_plugins.digitrec_optuna_sweeper import ResumableOptunaSweeper
 
     from digitrec.sweep import in_multirun, run_sweep_job
+    from hydra_plugins.digitrec_optuna_sweeper import ResumableOptunaSweeper
 
     # Hydra finds plugins by listing the hydra_plugins folders, which an editable install hides
     # behind an import hook: register digitrec's own sweeper by hand.

@@ -46,6 +46,10 @@ def overrides_suffix(override_dirname: str, limit: int = 120) -> str:
 
 if not OmegaConf.has_resolver("overrides_suffix"):
     OmegaConf.register_new_resolver("overrides_suffix", overrides_suffix)
+# `<overrides>_` for the front of a run's directory name: TensorBoard's run list cuts long names at
+# the end, so what differs between runs comes first and the timestamp last.
+if not OmegaConf.has_resolver("overrides_prefix"):
+    OmegaConf.register_new_resolver("overrides_prefix", lambda dirname: f"{overrides_suffix(dirname)[1:]}_" if dirname else "")
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine")

@@ -1,68 +1,268 @@
-"""Optuna searches that survive an interruption: the same command continues the same study.
+"""hparams_search=optuna: digitrec's Optuna sweeper, on Optuna's public API, and its pruning callback.
 
-Hydra's Optuna sweeper already loads an existing study, but then runs n_trials more, numbers
-its jobs from 0 again (overwriting the directories of the earlier session's trials) and leaves
-the trials a kill interrupted as RUNNING forever. This sweeper fixes the three.
+The sweeper asks the study for trials, launches one Hydra job per trial (the job's number is the
+trial's number) and tells the study each job's outcome. The study lives in SQLite beside the trials'
+directories, so the same command continues the same study: `n_trials` is the study's size in all,
+and a trial that an interruption cut off is marked failed and its parameters run again.
+
+Pruning happens inside the job, which may run in another process (hydra/launcher=parallel): the
+OptunaPruning callback opens the same storage, finds its trial by the job's number, reports val/acc
+after every epoch and asks the pruner whether to go on. A pruned job ends with JobPruned, which
+the job records as "pruned" and the sweeper tells the study as TrialState.PRUNED.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
-import warnings
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import optuna
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
+from hydra.core.plugins import Plugins
+from hydra.errors import HydraException
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from digitrec.sweep import read_jobs
+from digitrec.errors import DigitrecError
+from digitrec.sweep import JobPruned, read_jobs
 
 log = logging.getLogger(__name__)
 
 
-class ResumableStudySweeper(OptunaSweeperImpl):
-    """`n_trials` is the study's size in all, not per session.
+# --- the search space: Hydra's sweep syntax as Optuna distributions ----------------------------
 
-    At the start of a session: trials left running by an interrupted session are marked failed
-    and their parameters queued to run again; only the missing trials run; job directories are
-    numbered by trial (job 7 is trial 7); the sampler is seeded with seed + trials so far.
-    Assumes one session per study at a time (a second one would see the first's trials as stale).
-    """
+
+def override_value(value: Any) -> str:
+    """A sampled value as Hydra override syntax."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def distribution(override: Override) -> BaseDistribution:
+    """choice(...) -> categorical; range(a,b[,step]) -> a, a+step, ... < b (as Hydra counts it);
+    interval(a,b) -> floats in [a, b]; tag(log, ...) -> log scale."""
+    value = override.value()
+    log_scale = "log" in getattr(value, "tags", ())
+    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
+        # Lists and dicts (model.hidden_sizes) become their override text; numbers and strings stay.
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step
+        if all(isinstance(x, int) for x in (start, stop, step)) and step > 0 and stop > start:
+            return IntDistribution(start, start + (stop - start - 1) // step * step, step=step, log=log_scale)
+        last = start + math.floor((stop - start) / step - 1e-9) * step
+        return FloatDistribution(start, last, step=step)
+    if isinstance(value, IntervalSweep):  # Hydra reads interval ends as floats: range() is for integers
+        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    raise DigitrecError(
+        f"bad override: {override.input_line}: an Optuna search takes choice(), range() or interval() (glob and sweeps of lists are for -m)"
+    )
+
+
+@dataclass
+class SearchSpace:
+    dimensions: dict[str, BaseDistribution]  # by override key (e.g. model.lr, +trainer.foo)
+    fixed: list[str]  # overrides every trial gets as they are
+
+    def overrides(self, params: dict[str, Any]) -> list[str]:
+        return [*self.fixed, *(f"{key}={override_value(params[key])}" for key in self.dimensions)]
+
+
+def search_space(params: dict[str, str] | None, arguments: Sequence[str]) -> SearchSpace:
+    """hydra.sweeper.params, then the command line: a later override of the same key replaces an
+    earlier one (KEY=VALUE fixes a dimension, a sweep adds or replaces one)."""
+    lines = [f"{key}={value}" for key, value in (params or {}).items()] + list(arguments)
+    try:
+        parsed = OverridesParser.create().parse_overrides(lines)
+    except HydraException as err:
+        raise DigitrecError(f"bad override in the search space: {' '.join(str(err).split())}") from None
+    by_key: dict[str, Override] = {}
+    for override in parsed:
+        by_key.pop(override.key_or_group, None)  # the later one wins, in its own place
+        by_key[override.key_or_group] = override
+    dimensions, fixed = {}, []
+    for override in by_key.values():
+        if override.is_sweep_override():
+            dimensions[override.get_key_element()] = distribution(override)
+        else:
+            fixed.append(override.input_line)
+    return SearchSpace(dimensions, fixed)
+
+
+# --- the sweeper ---------------------------------------------------------------------------------
+
+
+def consecutive_runs(numbers: list[int]) -> list[list[int]]:
+    """[3, 4, 5, 9] -> [[3, 4, 5], [9]]: a launch numbers its jobs from one start index."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return runs
+
+
+class OptunaSearch:
+    """The work of hydra_plugins.digitrec_optuna_sweeper.ResumableOptunaSweeper (see its config,
+    configs/hydra/sweeper/resumable_optuna.yaml). Assumes one session per study at a time: a second
+    one would see the first's running trials as interrupted."""
+
+    def __init__(
+        self,
+        study_name: str,
+        storage: str,
+        sampler: Any,
+        direction: str,
+        n_trials: int,
+        n_jobs: int = 1,
+        params: DictConfig | dict | None = None,
+    ) -> None:
+        self.study_name = study_name
+        self.storage = storage
+        self.sampler = sampler
+        self.direction = direction
+        self.n_trials = n_trials
+        self.n_jobs = max(1, n_jobs)
+        self.params = OmegaConf.to_container(params) if OmegaConf.is_config(params) else params
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    def make_sampler(self, trials_so_far: int) -> optuna.samplers.BaseSampler:
+        # Seeded with seed + trials so far, so that a continued search draws new points.
+        sampler = self.sampler
+        if callable(sampler) and not isinstance(sampler, optuna.samplers.BaseSampler):  # _partial_: true
+            seed = getattr(sampler, "keywords", {}).get("seed")
+            return sampler(seed=None if seed is None else seed + trials_so_far)
+        return sampler
 
     def sweep(self, arguments: list[str]) -> None:
-        sweep_dir = Path(self.sweep_dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)  # the SQLite file goes there, before any job
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # enqueue_trial
-            study = optuna.create_study(
-                study_name=self.study_name, storage=self.storage, directions=self._get_directions(), load_if_exists=True
-            )
-            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                study.tell(trial.number, state=TrialState.FAIL)
-                study.enqueue_trial(trial.params)
-                log.info(f"trial {trial.number} was interrupted: its parameters run again")
+        space = search_space(self.params, arguments)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the SQLite file goes there, before any job
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(study_name=self.study_name, storage=self.storage, direction=self.direction, load_if_exists=True)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(trial.number, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params)
+            log.info(f"trial {trial.number} was interrupted: its parameters run again")
 
-        # A trial is done when its job recorded an outcome (ok or failed) in the sweep directory.
-        recorded = {job.num for job in read_jobs(sweep_dir) if job.status != "unfinished"}
+        # A trial is done when its job recorded an outcome (ok, pruned or failed) in its directory.
+        recorded = {job.num for job in read_jobs(self.sweep_dir) if job.status != "unfinished"}
         trials = study.get_trials(deepcopy=False)
         done = sum(t.number in recorded and t.state.is_finished() for t in trials)
-        waiting = [t.number for t in trials if t.state == TrialState.WAITING]
-        self.job_idx = min(waiting, default=len(trials))
         if done >= self.n_trials:
             log.info(f"study {self.study_name}: all {self.n_trials} trials done (hydra.sweeper.n_trials=N makes it N in all)")
         elif trials:
             log.info(f"study {self.study_name}: {done} of {self.n_trials} trials done, running the rest")
-        self.n_trials = max(0, self.n_trials - done)
+        study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=self.make_sampler(len(trials)))
 
-        if isinstance(self.sampler, functools.partial) and self.sampler.func is not optuna.samplers.GridSampler:
-            seed = self.sampler.keywords.get("seed")
-            self.sampler = self.sampler(seed=None if seed is None else seed + len(trials))
+        remaining = self.n_trials - done
+        while remaining > 0:
+            batch = [study.ask(space.dimensions) for _ in range(min(self.n_jobs, remaining))]
+            by_number = {trial.number: trial for trial in batch}
+            for numbers in consecutive_runs(sorted(by_number)):
+                returns = self.launcher.launch([space.overrides(by_number[n].params) for n in numbers], initial_job_idx=numbers[0])
+                for number, job in zip(numbers, returns):
+                    self.tell(study, by_number[number], job)
+            remaining -= len(batch)
+        self.report(study)
 
+    def tell(self, study: optuna.Study, trial: optuna.Trial, job: Any) -> None:
+        """The job's outcome, from the metrics.json it wrote (any launcher, any process)."""
+        run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir) if job.hydra_cfg is not None else None
+        metrics_file = run_dir / "metrics.json" if run_dir else None
+        metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.is_file() else {}
+        status = metrics.get("status", "failed")
         try:
-            super().sweep(arguments)
-        except ValueError:
-            # The stock sweeper ends by reporting the best trial, and fails when none completed.
-            if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
-                raise
+            value = float(job.return_value)
+        except Exception:  # noqa: BLE001  (a crashed job re-raises here; None: it recorded a failure)
+            value = None
+        if status == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+        elif status == "ok" and value is not None and math.isfinite(value):
+            study.tell(trial, value)
+        else:
+            trial.set_user_attr("reason", str(metrics.get("reason", "the job recorded no outcome")))
+            study.tell(trial, state=TrialState.FAIL)
+
+    def report(self, study: optuna.Study) -> None:
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
             log.warning("no trial of the study completed: see the sweep summary for the reasons")
+            return
+        best = study.best_trial
+        log.info(f"best trial {best.number}: {best.value} with {best.params}")
+        results = {"name": "optuna", "study_name": self.study_name, "best_trial": best.number, "best_params": best.params, "best_value": best.value}
+        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+
+
+# --- pruning, inside each trial's job ----------------------------------------------------------
+
+
+class OptunaPruning(L.Callback):
+    """After every validation: report `monitor` to this job's trial and stop the job when the
+    pruner says it is hopeless (below the median of the finished trials at the same epoch, for
+    MedianPruner). Never at the last epoch: the trial is complete by then and keeps its result.
+
+    The job's number is its trial's number (the sweeper launches them so). Outside an Optuna
+    search (no study in the storage) it does nothing.
+    """
+
+    def __init__(self, storage: str, study_name: str, trial: int, pruner: optuna.pruners.BasePruner, monitor: str = "val/acc") -> None:
+        self.storage_url, self.study_name, self.trial_number = storage, study_name, int(trial)
+        self.pruner, self.monitor = pruner, monitor
+        self.trial_id: int | None = None
+        # Built with the trainer, just after the run started: its time is the run's, as for a trial that completes.
+        self.started = time.perf_counter()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self.storage = optuna.storages.RDBStorage(self.storage_url)
+        try:
+            study_id = self.storage.get_study_id_from_name(self.study_name)
+            self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number)
+        except KeyError:
+            log.warning(f"no trial {self.trial_number} in study {self.study_name}: this run is not pruned")
+            return
+        self.study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=self.pruner)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch
+        value = trainer.callback_metrics.get(self.monitor)
+        prune = False
+        if trainer.is_global_zero and self.trial_id is not None and value is not None:
+            self.storage.set_trial_intermediate_value(self.trial_id, epoch, float(value))
+            last_epoch = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+            prune = not last_epoch and self.study.pruner.prune(self.study, self.storage.get_trial(self.trial_id))
+        if trainer.world_size > 1:
+            prune = trainer.strategy.broadcast(prune)
+        if prune:
+            best = trainer.callback_metrics.get("val/acc_best")
+            why = "below the median of the finished trials" if isinstance(self.pruner, optuna.pruners.MedianPruner) else "unpromising"
+            raise JobPruned(
+                f"after epoch {epoch + 1}: {self.monitor} {float(value):.4f} is {why}",
+                {
+                    "val/acc_best": float(best) if best is not None else None,
+                    "epochs": epoch + 1,
+                    "train_seconds": round(time.perf_counter() - self.started, 2),
+                },
+            )

@@ -31,6 +31,15 @@ DEFAULT_OBJECTIVE = "test/acc"
 SUMMARY_FILES = ("summary.csv", "summary.md")
 
 
+class JobPruned(Exception):
+    """Raised inside a job (by the Optuna pruning callback) to stop a trial that is not worth
+    finishing; the job is recorded as "pruned", with what it reached so far."""
+
+    def __init__(self, reason: str, metrics: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.metrics = metrics
+
+
 def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -54,6 +63,10 @@ def run_sweep_job(task: Callable[[Any], dict[str, Any]], cfg) -> Any:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         metrics = task(cfg)
+    except JobPruned as err:
+        write_metrics(run_dir, {"status": "pruned", "reason": str(err), **err.metrics, "run_dir": str(run_dir), "overrides": run_overrides()})
+        print(f"digitrec: job {HydraConfig.get().job.num} pruned {err}", file=sys.stderr, flush=True)
+        return None
     except Exception as err:  # noqa: BLE001  (any failure of one job, a bug included: the others still run)
         reason = reason_of(err)
         if not isinstance(err, DigitrecError):
@@ -102,15 +115,15 @@ def read_objective(sweep_dir: Path) -> str:
 
 
 def standings(jobs: list[Job], objective: str) -> list[tuple[int | None, Job]]:
-    """(rank, job), best first by the objective (losses: lowest first); then the failed and the
-    unfinished jobs, which have no rank."""
+    """(rank, job), best first by the objective (losses: lowest first); then the pruned, the failed
+    and the unfinished jobs, which have no rank."""
     sign = 1 if "loss" in objective else -1
 
     def key(job: Job):
         value = job.metrics.get(objective)
         if job.status == "ok" and value is not None:
             return (0, sign * value, job.num)
-        return (1 if job.status == "failed" else 2, 0, job.num)
+        return ({"pruned": 1, "failed": 2}.get(job.status, 3), 0, job.num)
 
     ordered = sorted(jobs, key=key)
     ranked = sum(key(job)[0] == 0 for job in ordered)
@@ -137,6 +150,8 @@ def fmt(value: Any, digits: int = 4) -> str:
 def status_text(job: Job) -> str:
     if job.status == "failed":
         return f"failed: {job.metrics.get('reason', '')}"
+    if job.status == "pruned":
+        return f"pruned {job.metrics.get('reason', '')}"
     if job.status == "unfinished":
         return "unfinished (interrupted, or still running)"
     return job.status
@@ -161,7 +176,7 @@ def markdown(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
                 status_text(job),
             ]
         )
-    counts = {s: sum(job.status == s for job in jobs) for s in ("ok", "failed", "unfinished")}
+    counts = {s: sum(job.status == s for job in jobs) for s in ("ok", "pruned", "failed", "unfinished")}
     direction = "lower" if "loss" in objective else "higher"
     lines = [
         f"# Sweep summary: {sweep_dir}",
@@ -218,7 +233,7 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         text = write_summary(sweep_dir)
-        print(f"\n{text}\nsummary: {sweep_dir / 'summary.md'} and summary.csv; curves: make tensorboard", flush=True)
+        print(f"\n{text}\nsummary: {sweep_dir / 'summary.md'} and summary.csv; curves: make tensorboard LOGDIR={sweep_dir}", flush=True)
         failed = [job for job in read_jobs(sweep_dir) if job.status == "failed"]
         if failed:
             # The last thing Hydra runs: leaving through SystemExit keeps its error report out.

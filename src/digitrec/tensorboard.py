@@ -1,7 +1,7 @@
 """What a run adds to TensorBoard beyond the scalars: the HParams tab and test-time figures.
 
 Both are callbacks (configs/callbacks/tensorboard.yaml) that write through the run's
-TensorBoardLogger and do nothing without one.
+TensorBoardLogger and do nothing without one; the test figures go to MLflow too (logger=mlflow).
 """
 
 from __future__ import annotations
@@ -13,28 +13,54 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from omegaconf import OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from digitrec.figures import confusion_matrix_figure, misclassified_grid
 
 
-def tensorboard_loggers(trainer: L.Trainer) -> list[TensorBoardLogger]:
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's TensorBoardLogger without its `epoch` scalar: a counter that TensorBoard would
+    show as the first card group, above the curves (the step axis already says where a run is)."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+
+def tensorboard_loggers(trainer: L.Trainer) -> list[LightningTensorBoardLogger]:
     if not trainer.is_global_zero:
         return []
-    return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+    return [lg for lg in trainer.loggers if isinstance(lg, LightningTensorBoardLogger)]
+
+
+def figure_loggers(trainer: L.Trainer) -> list[LightningTensorBoardLogger | MLFlowLogger]:
+    if not trainer.is_global_zero:
+        return []
+    return [lg for lg in trainer.loggers if isinstance(lg, (LightningTensorBoardLogger, MLFlowLogger))]
 
 
 def hparam_value(value: Any) -> int | float | str | bool:
-    """The HParams tab takes numbers, strings and booleans; lists (hidden sizes) become text."""
+    """The HParams tab takes numbers, strings and booleans; lists (hidden sizes) become text, and so
+    do integers, which it would show with five digits (batch size 100.00)."""
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
     if value is None:
         return "none"
-    if isinstance(value, (bool, int, float, str)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (bool, float, str)):
         return value
     return str(value).replace("'", "")
+
+
+CURVES_LAYOUT = {
+    "train vs val": {
+        "loss": ["Multiline", [r"^train/loss_epoch$", r"^val/loss$"]],
+        "accuracy": ["Multiline", [r"^train/acc$", r"^val/acc$", r"^val/acc_best$"]],
+    }
+}
 
 
 class HParamsSummary(L.Callback):
@@ -55,9 +81,13 @@ class HParamsSummary(L.Callback):
         for logger in tensorboard_loggers(trainer):
             # What Lightning's own log_hyperparams writes, minus its placeholder metric values.
             summaries = hparams_summaries(self.values, dict.fromkeys(self.metrics, 0.0))
-            writer = logger.experiment._get_file_writer()
+            # SummaryWriter.add_hparams would write them into a new sub-run; its public file_writer
+            # writes them into this run, beside the curves, as Lightning's own log_hyperparams does.
+            writer = logger.experiment.file_writer
             for summary in summaries:
                 writer.add_summary(summary)
+            # Custom Scalars: training and validation in one chart each, to see over- and underfitting.
+            logger.experiment.add_custom_scalars(CURVES_LAYOUT)
             writer.flush()
 
 
@@ -74,7 +104,7 @@ class TestFigures(L.Callback):
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         classes = pl_module.hparams.num_classes
         # The same answer on every process (loggers exist on all of them; only rank 0 writes).
-        self.enabled = any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers)
+        self.enabled = any(isinstance(lg, (LightningTensorBoardLogger, MLFlowLogger)) for lg in trainer.loggers)
         self.matrix = torch.zeros(classes * classes, dtype=torch.long, device=pl_module.device)
         self.wrong: list[tuple[torch.Tensor, ...]] = []
 
@@ -110,7 +140,7 @@ class TestFigures(L.Callback):
             return
         matrix = trainer.strategy.reduce(self.matrix, reduce_op="sum")
         mistakes = [pl_module.all_gather(t).reshape(-1, *t.shape[1:]) for t in self.surest_mistakes(pl_module)]
-        loggers = tensorboard_loggers(trainer)
+        loggers = figure_loggers(trainer)
         if not loggers:
             return
         classes = pl_module.hparams.num_classes
@@ -125,7 +155,18 @@ class TestFigures(L.Callback):
             figures["test/misclassified"] = misclassified_grid(images[surest].numpy(), predicted[surest].numpy(), labels[surest].numpy(), total=errors)
         for logger in loggers:
             for tag, picture in figures.items():
-                logger.experiment.add_image(tag, picture, global_step=trainer.global_step, dataformats="HWC")
+                if isinstance(logger, MLFlowLogger):  # an artifact: test/confusion_matrix.png
+                    logger.experiment.log_image(logger.run_id, picture, artifact_file=f"{tag}.png")
+                else:
+                    logger.experiment.add_image(tag, picture, global_step=trainer.global_step, dataformats="HWC")
+
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The test results beside the figures in MLflow (TensorBoard has them as scalars already).
+        results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("test/", "val/acc_best"))}
+        for logger in figure_loggers(trainer):
+            if isinstance(logger, MLFlowLogger):
+                logger.experiment.log_dict(logger.run_id, results, "test/metrics.json")
 
 
 def as_uint8(images: torch.Tensor) -> np.ndarray:

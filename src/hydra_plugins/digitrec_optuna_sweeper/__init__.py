@@ -1,13 +1,30 @@
-"""Hydra finds sweepers only in the `hydra_plugins` namespace: this one is digitrec's resumable
-Optuna sweeper (the work is done in digitrec.optuna_search)."""
+"""Hydra finds sweepers only in the `hydra_plugins` namespace: this is digitrec's Optuna sweeper
+(resumable studies in SQLite, pruning; the work is done in digitrec.optuna_search)."""
 
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+import sys
+
+from hydra.plugins.sweeper import Sweeper
+
+from digitrec.errors import DigitrecError
 
 
-class ResumableOptunaSweeper(OptunaSweeper):
+class ResumableOptunaSweeper(Sweeper):
     def __init__(self, **settings) -> None:
-        # Not OptunaSweeper.__init__: it would build the stock sweeper. Imported here because Hydra
-        # imports every plugin module at start-up, and optuna takes a while to import.
-        from digitrec.optuna_search import ResumableStudySweeper
+        self.settings = settings
 
-        self.sweeper = ResumableStudySweeper(**settings)
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        # Imported here, not at the top: Hydra imports every plugin module at start-up, and optuna
+        # and Lightning take a while to import.
+        from digitrec.optuna_search import OptunaSearch
+
+        self.search = OptunaSearch(**self.settings)
+        self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> None:
+        try:
+            self.search.sweep(arguments)
+        except DigitrecError as err:
+            # A search space Optuna cannot sample, found before the first trial: one line, as for any
+            # user mistake (Hydra would print a traceback for an exception).
+            print(f"digitrec: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None

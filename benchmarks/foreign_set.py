@@ -119,7 +119,7 @@ def font_digit(digit: int, font: str, rng: np.random.Generator) -> Image.Image:
     canvas.paste(glyph, (int(rng.uniform(0, width - glyph.width)), int(rng.uniform(0, height - glyph.height))))
     alpha = np.asarray(canvas, dtype=np.float32)[..., None] / 255.0
     paper, ink = rng.uniform(200, 250) - rng.uniform(0, 30, size=3), rng.uniform(0, 80, size=3)
-    pixels = paper * (1 - alpha) + ink * alpha + rng.normal(0, 3, size=alpha.shape[:2] + (3,))
+    pixels = paper * (1 - alpha) + ink * alpha + rng.normal(0, 3, size=(*alpha.shape[:2], 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 

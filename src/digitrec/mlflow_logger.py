@@ -1,0 +1,114 @@
+"""logger=mlflow: one MLflow run per digitrec run, in a local SQLite store under outputs/ (no server).
+
+Lightning's MLFlowLogger does the logging (every metric, as Lightning logs it); this adds what a
+run needs to be found and compared later: the run's whole config, flattened, as params; the run
+directory's name as the run name (what differs, then the time); one experiment per sweep or Optuna
+study; the test figures come as artifacts from digitrec.tensorboard.TestFigures. Imported only with
+logger=mlflow, and MLflow itself only when the logger starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig, OmegaConf
+
+from digitrec.errors import DigitrecError
+
+SQLITE = "sqlite:///"
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"lr": 0.001}} -> {"model.lr": 0.001}: the keys as they are written as overrides."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if str(key).startswith("_"):  # _target_ and friends say how, not what
+            continue
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@contextmanager
+def store_lock(db: Path):
+    """Jobs of a parallel sweep start together: one at a time creates the store and the experiment."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock (jobs of a sequential sweep need none)
+        yield
+        return
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+class MLflowLogger(MLFlowLogger):
+    def __init__(
+        self,
+        tracking_uri: str,
+        artifact_location: str,
+        experiment_name: str,
+        config: DictConfig | Mapping[str, Any],
+        run_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if importlib.util.find_spec("mlflow") is None:
+            raise DigitrecError("logger=mlflow needs MLflow: pip install -e '.[mlflow]' (make install includes it)")
+        # MLflow would otherwise report usage over the network.
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        hydra = HydraConfig.get() if HydraConfig.initialized() else None
+        if hydra is not None and hydra.mode == RunMode.MULTIRUN:
+            # One experiment per sweep: train/multiruns/<sweep> or train/optuna/<study>.
+            experiment_name = "/".join([experiment_name, *Path(hydra.sweep.dir).parts[-2:]])
+        run_dir = Path(hydra.runtime.output_dir) if hydra is not None else None
+        if run_name is None and run_dir is not None:
+            run_name = run_dir.name
+        if tracking_uri.startswith(SQLITE):  # absolute, so that the store is the same from anywhere
+            db = Path(tracking_uri[len(SQLITE) :]).resolve()
+            db.parent.mkdir(parents=True, exist_ok=True)
+            tracking_uri = SQLITE + str(db)
+        else:
+            db = None
+        artifact_location = str(Path(artifact_location).resolve())
+        container = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
+        self.params = {k: str(v) if isinstance(v, (list, tuple)) else v for k, v in flatten(container).items()}
+        if hydra is not None:
+            self.params["experiment"] = hydra.runtime.choices.get("experiment") or "none"
+        tags = {"digitrec.overrides": " ".join(hydra.overrides.task) if hydra is not None else ""}
+        if run_dir is not None:
+            tags["digitrec.run_dir"] = str(run_dir)
+        tags.update(kwargs.pop("tags", None) or {})
+
+        from mlflow import MlflowClient
+
+        with store_lock(db) if db is not None else _no_lock():
+            client = MlflowClient(tracking_uri)
+            if client.get_experiment_by_name(experiment_name) is None:
+                client.create_experiment(experiment_name, artifact_location=artifact_location)
+        super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri, tags=tags, **kwargs)
+        self.params_logged = False
+
+    def log_hyperparams(self, params: Any) -> None:
+        # The run's config instead of the LightningModule's arguments (the same values, but under
+        # other names, and MLflow refuses a param logged twice with different values).
+        if not self.params_logged:
+            super().log_hyperparams(self.params)
+            self.params_logged = True
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+
+@contextmanager
+def _no_lock():
+    yield

@@ -1,0 +1,108 @@
+"""logger=mlflow and logger=many: real runs read back from the real SQLite store through MlflowClient."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, TINY_TRAIN, run_digitrec
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One single run with logger=mlflow and a 2-job sweep with logger=many, in one store."""
+    cwd = tmp_path_factory.mktemp("mlflow")
+    single = run_digitrec("train", "logger=mlflow", *TINY_TRAIN, cwd=cwd)
+    assert single.returncode == 0, single.stderr[-3000:]
+    sweep = run_digitrec("train", "-m", "logger=many", "model.lr=1e-3,3e-4", *TINY_TRAIN, cwd=cwd)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    from mlflow import MlflowClient
+
+    db = cwd / "outputs" / "mlflow.db"
+    assert db.is_file(), "the store lives under outputs/"
+    return MlflowClient(f"sqlite:///{db}"), cwd / "outputs"
+
+
+def runs_of(client, experiment_name: str):
+    experiment = client.get_experiment_by_name(experiment_name)
+    assert experiment is not None, [e.name for e in client.search_experiments()]
+    return client.search_runs([experiment.experiment_id])
+
+
+@pytest.mark.slow
+def test_a_run_has_its_config_metrics_and_test_figures_in_mlflow(store):
+    client, outputs = store
+    (run,) = runs_of(client, "train")
+    (run_dir,) = (outputs / "train" / "runs").iterdir()
+    assert run.info.run_name == run_dir.name, "named by its directory: what differs, then the time"
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model.lr"] == "0.001" and params["model.hidden_sizes"] == "[500, 100]"
+    assert params["data.batch_size"] == "100" and params["trainer.max_epochs"] == "1" and params["seed"] == "12345"
+    assert params["trainer.limit_train_batches"] == "20" and params["experiment"] == "none"
+    assert not any(key.startswith("_") or "._" in key for key in params), "no _target_ keys"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert run.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert run.data.metrics["val/acc_best"] == pytest.approx(metrics["val/acc_best"])
+    assert {"train/loss_epoch", "train/acc", "val/loss", "val/acc", "train/lr", "test/loss"} <= set(run.data.metrics)
+    assert "epoch" not in run.data.metrics
+    val_acc = client.get_metric_history(run.info.run_id, "val/acc")
+    assert len(val_acc) == 1 and 0.5 < val_acc[0].value <= 1, "one epoch: one point"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "test")}
+    assert artifacts == {"test/confusion_matrix.png", "test/misclassified.png", "test/metrics.json"}
+    local = Path(client.download_artifacts(run.info.run_id, "test/metrics.json"))
+    assert json.loads(local.read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(outputs), "artifacts under outputs/ too"
+    assert run.data.tags["digitrec.run_dir"] == str(run_dir.resolve())
+
+
+@pytest.mark.slow
+def test_each_job_of_a_sweep_is_a_run_of_the_sweeps_own_experiment(store):
+    client, outputs = store
+    (sweep_dir,) = (outputs / "train" / "multiruns").iterdir()
+    runs = runs_of(client, f"train/multiruns/{sweep_dir.name}")
+    assert sorted(r.info.run_name for r in runs) == ["0_model.lr=0.001", "1_model.lr=0.0003"]
+    for run in runs:
+        job_dir = sweep_dir / run.info.run_name
+        metrics = json.loads((job_dir / "metrics.json").read_text())
+        assert run.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
+        assert float(run.data.params["model.lr"]) == pytest.approx(3e-4 if "0.0003" in run.info.run_name else 1e-3)
+        # logger=many: TensorBoard and CSV beside MLflow.
+        assert list(job_dir.glob("events.out.tfevents.*")) and (job_dir / "csv" / "metrics.csv").is_file()
+
+
+def test_tensorboard_stays_the_default_and_mlflow_is_not_imported_without_it(tmp_path):
+    result = run_digitrec("train", "--cfg", "job", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert list(yaml.safe_load(result.stdout)["logger"]) == ["tensorboard"]
+    code = "import sys, digitrec.train, digitrec.tensorboard, digitrec.sweep; print('mlflow' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "False"
+
+
+def test_many_is_tensorboard_csv_and_mlflow(tmp_path):
+    result = run_digitrec("train", "logger=many", "--cfg", "job", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loggers = yaml.safe_load(result.stdout)["logger"]
+    assert sorted(loggers) == ["csv", "mlflow", "tensorboard"]
+    assert loggers["mlflow"]["tracking_uri"] == "sqlite:///${paths.output_root}/mlflow.db"
+
+
+def test_make_mlflow_serves_the_store_on_loopback_only():
+    if shutil.which("make") is None:
+        pytest.fail("make is needed to check the Makefile's mlflow target")
+    dry = subprocess.run(["make", "-n", "-o", ".venv/.installed", "mlflow"], cwd=REPO, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    (command,) = [line for line in dry.stdout.splitlines() if "mlflow ui" in line]
+    assert re.search(r"--backend-store-uri sqlite:///outputs/mlflow\.db\b", command) and "--host 127.0.0.1" in command
