@@ -184,16 +184,24 @@ def targets(summary: dict, ratio: dict, floor: dict) -> list[dict]:
     """The issues' targets, measured (never asserted in a test)."""
     found = []
     if "digitrec/tensor" in ratio:
-        found.append({"target": "digitrec epoch CPU time <= 1.0x tensor loop", "value": ratio["digitrec/tensor"]["cpu"]["median"], "limit": 1.0, "le": True})
-        found.append({"target": "digitrec process <= 1.3x tensor loop", "value": ratio["digitrec/tensor"]["process"]["median"], "limit": 1.3, "le": True})
+        found.append(
+            {"target": "digitrec epoch CPU time <= 1.0x tensor loop", "value": ratio["digitrec/tensor"]["cpu"]["median"], "limit": 1.0, "le": True}
+        )
+        found.append(
+            {"target": "digitrec process <= 1.3x tensor loop", "value": ratio["digitrec/tensor"]["process"]["median"], "limit": 1.3, "le": True}
+        )
     if "digitrec" in summary:
         value = summary["digitrec"]["epoch_cpu_s_median"] / floor["min_epoch_s"]
         found.append({"target": "digitrec epoch CPU time <= 1.5x GEMM floor", "value": value, "limit": 1.5, "le": True})
         found.append({"target": "digitrec test accuracy >= 0.9760", "value": summary["digitrec"]["test_acc"], "limit": 0.976, "le": False})
     if "ddp/digitrec" in ratio:
-        found.append({"target": "ddp (2 processes) epoch <= 0.65x digitrec (1)", "value": ratio["ddp/digitrec"]["wall"]["median"], "limit": 0.65, "le": True})
+        found.append(
+            {"target": "ddp (2 processes) epoch <= 0.65x digitrec (1)", "value": ratio["ddp/digitrec"]["wall"]["median"], "limit": 0.65, "le": True}
+        )
     if "tutorial/digitrec" in ratio:
-        found.append({"target": "digitrec >= 4x faster than tutorial", "value": ratio["tutorial/digitrec"]["wall"]["median"], "limit": 4.0, "le": False})
+        found.append(
+            {"target": "digitrec >= 4x faster than tutorial", "value": ratio["tutorial/digitrec"]["wall"]["median"], "limit": 4.0, "le": False}
+        )
     if "digitrec" in summary:
         found.append({"target": "digitrec peak RSS <= 1500 MB", "value": summary["digitrec"]["peak_rss_mb"], "limit": 1500, "le": True})
     for t in found:
@@ -235,7 +243,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scaling-batch-sizes", default="100,256,1024", help="batch sizes of the scaling runs")
     parser.add_argument("--scaling-epochs", type=int, default=2, help="epochs per scaling run (0: no scaling runs)")
     parser.add_argument("--out", type=Path, default=None, help="folder for bench.json, bench.md, scaling.png (default benchmarks/results)")
-    parser.add_argument("--smoke", action="store_true", help="a tiny setting that checks the harness runs (1 round, 1 epoch of 5 steps, no scaling) into a temp folder")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a tiny setting that checks the harness runs (1 round, 1 epoch of 5 steps, no scaling) into a temp folder",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.rounds, args.epochs, args.steps, args.scaling_epochs = 1, 1, 5, 0
@@ -284,7 +296,11 @@ def main(argv: list[str] | None = None) -> None:
                         for variant in scaled_variants:
                             print(f"scaling batch {size} hidden {width}: {variant} ...", end=" ", flush=True)
                             run = runner.run(variant, size, width, full, args.scaling_epochs)
-                            row[variant] = {"epoch_s_median": round_median(run), "epoch_cpu_s_median": round_median(run, "cpu"), "test_acc": run["test_acc"]}
+                            row[variant] = {
+                                "epoch_s_median": round_median(run),
+                                "epoch_cpu_s_median": round_median(run, "cpu"),
+                                "test_acc": run["test_acc"],
+                            }
                             row[variant]["ms_per_1000_samples"] = 1e6 * row[variant]["epoch_s_median"] / (full * size)
                             print(f"{row[variant]['epoch_s_median']:.2f} s/epoch", flush=True)
                         row["floor"] = gemm_floor(size, [784, *width, 10], full, args.device, repeats=20)

@@ -98,7 +98,9 @@ def write_markdown(results: dict, path: Path, plot: Path | None) -> Path:
     ]
     if "tutorial" in results["summary"]:
         ceiling = results["summary"]["tutorial"]["epoch_s_median"] / floor["min_epoch_s"]
-        sentence = f"So at these threads even a loop doing nothing but these GEMMs would be at most {ceiling:.1f}x faster per epoch than the tutorial's"
+        sentence = (
+            f"So at these threads even a loop doing nothing but these GEMMs would be at most {ceiling:.1f}x faster per epoch than the tutorial's"
+        )
         if "tutorial/tensor" in results["ratios"]:
             sentence += f"; the tensor loop, the practical floor, is {results['ratios']['tutorial/tensor']['wall']['median']:.2f}x faster"
         lines += [sentence + ".", ""]

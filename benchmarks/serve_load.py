@@ -61,7 +61,9 @@ class ServerProcess:
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "digitrec", "serve", "--ckpt", str(ckpt), "--port", "0"],
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.port = None
         for line in self.process.stderr:
@@ -132,9 +134,7 @@ def run_level(server: ServerProcess, bodies: list[tuple[bytes, int]], clients: i
     started = time.perf_counter()
     deadline = started + seconds
     outs = [{} for _ in range(clients)]
-    threads = [
-        threading.Thread(target=client, args=(server.port, bodies, i * len(bodies) // clients, deadline, outs[i])) for i in range(clients)
-    ]
+    threads = [threading.Thread(target=client, args=(server.port, bodies, i * len(bodies) // clients, deadline, outs[i])) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -196,16 +196,21 @@ def main() -> int:
     finally:
         exit_code = server.stop()
 
-    print(f"model: {ckpt}; cold start (process start to first answer): {cold_start:.2f} s; "
-          f"server peak RSS: {peak_rss:.0f} MB; server exit code after SIGTERM: {exit_code}\n")
+    print(
+        f"model: {ckpt}; cold start (process start to first answer): {cold_start:.2f} s; "
+        f"server peak RSS: {peak_rss:.0f} MB; server exit code after SIGTERM: {exit_code}\n"
+    )
     print("| images | clients | requests/s | p50 | p95 | p99 | errors | wrong digits | mean batch |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['set']} | {r['clients']} | {r['req_per_s']:.0f} | {r['p50_ms']:.1f} ms | {r['p95_ms']:.1f} ms | "
-              f"{r['p99_ms']:.1f} ms | {r['errors']} | {r['wrong_digits']} / {r['requests']} | {r['mean_batch']} |")
+        print(
+            f"| {r['set']} | {r['clients']} | {r['req_per_s']:.0f} | {r['p50_ms']:.1f} ms | {r['p95_ms']:.1f} ms | "
+            f"{r['p99_ms']:.1f} ms | {r['errors']} | {r['wrong_digits']} / {r['requests']} | {r['mean_batch']} |"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"ckpt": str(ckpt), "cold_start_s": round(cold_start, 3), "peak_rss_mb": round(peak_rss),
-                                         "results": results}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"ckpt": str(ckpt), "cold_start_s": round(cold_start, 3), "peak_rss_mb": round(peak_rss), "results": results}, indent=2) + "\n"
+        )
     return 1 if any(r["errors"] for r in results) else 0
 
 

@@ -44,6 +44,4 @@ def mnist(mnist_dir):
 def run_digitrec(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real command line (`python -m digitrec ...`) with this interpreter, as a user would."""
     full_env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir()), "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "digitrec", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "digitrec", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

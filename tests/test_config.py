@@ -92,15 +92,28 @@ def test_trainer_facts_read_from_source_equal_lightnings_own():
     from digitrec.config import precision_values, trainer_parameters
 
     assert trainer_parameters() == set(inspect.signature(Trainer.__init__).parameters) - {"self"}
-    expected = {v for name in ("_PRECISION_INPUT_INT", "_PRECISION_INPUT_STR", "_PRECISION_INPUT_STR_ALIAS") for v in get_args(getattr(precision, name))}
+    expected = {
+        v for name in ("_PRECISION_INPUT_INT", "_PRECISION_INPUT_STR", "_PRECISION_INPUT_STR_ALIAS") for v in get_args(getattr(precision, name))
+    }
     assert set(precision_values()) == expected
 
 
 @pytest.mark.parametrize(
     "override",
-    ["trainer.devices=2", "trainer.devices=auto", "++trainer.precision=bf16-mixed", "++trainer.max_time=00:00:30:00",
-     "++trainer.limit_train_batches=0.5", "++trainer.accumulate_grad_batches=2", "trainer.log_every_n_steps=0", "seed=0", "seed=4294967295",
-     "callbacks.model_checkpoint=null", "experiment=wide", "debug=limit"],
+    [
+        "trainer.devices=2",
+        "trainer.devices=auto",
+        "++trainer.precision=bf16-mixed",
+        "++trainer.max_time=00:00:30:00",
+        "++trainer.limit_train_batches=0.5",
+        "++trainer.accumulate_grad_batches=2",
+        "trainer.log_every_n_steps=0",
+        "seed=0",
+        "seed=4294967295",
+        "callbacks.model_checkpoint=null",
+        "experiment=wide",
+        "debug=limit",
+    ],
 )
 def test_good_values_pass_the_pre_check(override):
     from digitrec.cli import precheck

@@ -14,7 +14,9 @@ TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=10", "trainer.limit
 @pytest.mark.slow
 def test_each_process_trains_on_its_own_half_and_metrics_are_reduced(tmp_path, mnist):
     env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]), "DIGITREC_PROBE_DIR": str(tmp_path)}
-    result = run_digitrec("train", "trainer=ddp_cpu", *TINY, "+callbacks.probe._target_=ddp_probe.BatchProbe", "hydra.run.dir=ddp", cwd=tmp_path, env=env)
+    result = run_digitrec(
+        "train", "trainer=ddp_cpu", *TINY, "+callbacks.probe._target_=ddp_probe.BatchProbe", "hydra.run.dir=ddp", cwd=tmp_path, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("epoch 1/1") == 1, "one line per epoch, from rank 0 only"
     assert result.stdout.count("digitrec: training done") == 1

@@ -10,12 +10,12 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from predict_fixtures import lightning_style_checkpoint, malicious_checkpoint, model_ckpt, predictor  # noqa: F401
 
 from conftest import run_digitrec
 from digitrec.checkpoint import EXPORT_FORMAT
 from digitrec.export import ONNX_FORMAT, main
 from digitrec.predict import Predictor
+from predict_fixtures import lightning_style_checkpoint, malicious_checkpoint, model_ckpt, predictor  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -256,7 +256,15 @@ def test_a_killed_run_shows_as_unfinished_and_damages_nothing(tmp_path):
     [("1000", "training diverged: val/loss is"), ("1e-9", "training stopped learning: val/acc is")],
 )
 def test_a_run_that_stopped_learning_fails_with_exit_1_and_says_why(lr, reason, tmp_path):
-    result = run_digitrec("train", f"model.lr={lr}", "trainer.max_epochs=1", "++trainer.limit_train_batches=120", "++trainer.limit_val_batches=2", "progress=lines", cwd=tmp_path)
+    result = run_digitrec(
+        "train",
+        f"model.lr={lr}",
+        "trainer.max_epochs=1",
+        "++trainer.limit_train_batches=120",
+        "++trainer.limit_val_batches=2",
+        "progress=lines",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"digitrec: error: {reason}") and "model.lr" in last, last
@@ -271,7 +279,14 @@ def test_a_run_that_stopped_learning_fails_with_exit_1_and_says_why(lr, reason, 
 @pytest.mark.slow
 def test_a_divergent_lr_in_a_sweep_is_a_failed_job_and_the_sweep_exits_1_after_its_summary(tmp_path):
     result = run_digitrec(
-        "train", "-m", "model.lr=0.001,1000", "trainer.max_epochs=1", "++trainer.limit_train_batches=120", "++trainer.limit_val_batches=2", "progress=lines", cwd=tmp_path
+        "train",
+        "-m",
+        "model.lr=0.001,1000",
+        "trainer.max_epochs=1",
+        "++trainer.limit_train_batches=120",
+        "++trainer.limit_val_batches=2",
+        "progress=lines",
+        cwd=tmp_path,
     )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "2 jobs: 1 ok, 1 failed" in result.stdout

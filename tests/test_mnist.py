@@ -67,7 +67,7 @@ def test_truncated_gzip_is_a_clear_error(mnist_dir, tmp_path):
         shutil.copy(mnist_dir / f"{name}.gz", folder / f"{name}.gz")
     gz = folder / "train-labels-idx1-ubyte.gz"
     gz.write_bytes(gz.read_bytes()[:1000])
-    with pytest.raises(DigitrecError, match="train-labels-idx1-ubyte.gz cannot be read"):
+    with pytest.raises(DigitrecError, match=r"train-labels-idx1-ubyte\.gz cannot be read"):
         load_mnist(folder)
 
 

@@ -87,7 +87,7 @@ class SystemPayload:
     def __reduce__(self):
         import os
 
-        return (os.system, ("touch \"$DIGITREC_TEST_MARKER\"",))
+        return (os.system, ('touch "$DIGITREC_TEST_MARKER"',))
 
 
 class EvalPayload:

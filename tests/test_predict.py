@@ -92,7 +92,12 @@ def test_paths_pil_images_and_arrays_give_the_same_answer(predictor, photo_files
     assert [p.digit for p in by_path] == labels
     pictures = [Image.open(path) for path in paths]
     arrays = [np.asarray(picture) for picture in pictures]
-    for other in (predictor.predict(pictures), predictor.predict(arrays), predictor.predict(np.stack(arrays)), predictor.predict(torch.from_numpy(np.stack(arrays)))):
+    for other in (
+        predictor.predict(pictures),
+        predictor.predict(arrays),
+        predictor.predict(np.stack(arrays)),
+        predictor.predict(torch.from_numpy(np.stack(arrays))),
+    ):
         assert [p.digit for p in other] == labels
         assert np.allclose([p.probability for p in other], [p.probability for p in by_path], atol=1e-5)
     single = predictor.predict_one(str(paths[0]))
@@ -267,7 +272,9 @@ def make_run(root, name, model_ckpt, best: str | None, mtime: float):
     if best:
         (run / "checkpoints" / best).write_bytes(model_ckpt.read_bytes())
     metrics = run / "metrics.json"
-    metrics.write_text(json.dumps({"status": "ok", "model_path": str(run / "model.ckpt"), "best_ckpt_path": str(run / "checkpoints" / best) if best else None}))
+    metrics.write_text(
+        json.dumps({"status": "ok", "model_path": str(run / "model.ckpt"), "best_ckpt_path": str(run / "checkpoints" / best) if best else None})
+    )
     os.utime(metrics, (mtime, mtime))
     return run
 
@@ -325,7 +332,10 @@ def test_a_malicious_checkpoint_through_the_real_command(photo_files, tmp_path):
         (b"PK\x03\x04 garbage that is not a zip", "not a readable PyTorch file"),
         ({"weights": torch.zeros(3)}, "not a digitrec model"),
         ({"state_dict": {"net.layers.0.weight": torch.zeros(2, 2)}, "hyper_parameters": {"input_size": 784}}, "does not match"),
-        ({"state_dict": {}, "hyper_parameters": {"input_size": 10, "hidden_sizes": [4], "num_classes": 2, "mean": 0.0, "std": 1.0}}, "does not match"),
+        (
+            {"state_dict": {}, "hyper_parameters": {"input_size": 10, "hidden_sizes": [4], "num_classes": 2, "mean": 0.0, "std": 1.0}},
+            "does not match",
+        ),
     ],
     ids=["empty", "corrupt", "foreign", "incomplete", "other-shapes"],
 )

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
-from predict_fixtures import crafted_png, ink_correlation, mnist_digit_png, model_ckpt, predictor  # noqa: F401
 from scipy import ndimage
 
 from digitrec.errors import DigitrecError
 from digitrec.preprocess import BOX, CENTRE, FIELD, WORK_SIDE, open_image, preprocess
+from predict_fixtures import crafted_png, ink_correlation, mnist_digit_png, model_ckpt, predictor  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_polarity_is_found_either_way(reference):
 def test_uneven_light_tint_and_coloured_ink(reference):
     grey, out = reference
     alpha = 1 - np.asarray(grey, dtype=np.float32)[..., None] / 235  # ink amount, from the photo
-    height, width = alpha.shape[:2]
+    width = alpha.shape[1]
     light = np.linspace(1.0, 0.55, width, dtype=np.float32)[None, :, None]  # lamp on the left
     paper, ink = np.array([240, 225, 170]), np.array([30, 40, 160])  # yellow paper, blue ink
     photo = ((paper * (1 - alpha) + ink * alpha) * light).clip(0, 255).astype(np.uint8)
@@ -63,7 +63,7 @@ def test_ink_only_in_the_alpha_channel(reference):
     grey, out = reference
     alpha = 255 - np.asarray(grey)
     rng = np.random.default_rng(0)
-    rgba = np.dstack([rng.integers(0, 256, alpha.shape + (3,), dtype=np.uint8), alpha])  # garbage colour
+    rgba = np.dstack([rng.integers(0, 256, (*alpha.shape, 3), dtype=np.uint8), alpha])  # garbage colour
     rgba[..., :3][alpha > 100] = 0  # the strokes themselves are black
     assert ink_correlation(out, preprocess(Image.fromarray(rgba))) > 0.95
     white_strokes = rgba.copy()
@@ -75,7 +75,7 @@ def test_ink_only_in_the_alpha_channel(reference):
 def test_every_image_mode(reference, mode):
     grey, out = reference
     if mode == "I;16":
-        picture = Image.fromarray((np.asarray(grey, dtype=np.uint16) * 257))
+        picture = Image.fromarray(np.asarray(grey, dtype=np.uint16) * 257)
         assert picture.mode == "I;16"
     elif mode == "F":
         picture = Image.fromarray(np.asarray(grey, dtype=np.float32) / 255)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from predict_fixtures import crafted_png, malicious_checkpoint, mnist_digit_png, model_ckpt, predictor  # noqa: F401
 
 from conftest import find_mnist_dir
+from predict_fixtures import crafted_png, malicious_checkpoint, mnist_digit_png, model_ckpt, predictor  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -43,7 +43,11 @@ class Server:
         env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir()), "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "digitrec", "serve", "--port", "0", *args],
-            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -233,7 +237,14 @@ def bad_requests(png: bytes) -> dict[str, tuple[str, str, bytes, dict, int, str]
         "no content type": ("POST", "/predict", png, {}, 415, "no content type"),
         "no image": ("POST", "/predict", none, {"Content-Type": none_type}, 400, "holds no image"),
         "text instead of a file": ("POST", "/predict", text, {"Content-Type": text_type}, 400, "is text, not a file"),
-        "malformed multipart": ("POST", "/predict", b"garbage", {"Content-Type": "multipart/form-data; boundary=x"}, 400, "multipart body cannot be read"),
+        "malformed multipart": (
+            "POST",
+            "/predict",
+            b"garbage",
+            {"Content-Type": "multipart/form-data; boundary=x"},
+            400,
+            "multipart body cannot be read",
+        ),
         "too many images": ("POST", "/predict", many, {"Content-Type": many_type}, 413, "at most 64 per request"),
         # Refused from its Content-Length alone: the server reads none of it.
         "too large": ("POST", "/predict", b"x" * 1000, {"Content-Type": one_type, "Content-Length": "30000000"}, 413, "larger than 25 MB"),
@@ -281,7 +292,7 @@ def test_concurrent_requests_all_get_their_answers(server, digits):
     with ThreadPoolExecutor(16) as pool:
         outcomes = list(pool.map(ask, files))
     assert all(status == 200 and digit == label for status, digit, label in outcomes)
-    status, health = server.request("GET", "/health")
+    _, health = server.request("GET", "/health")
     assert health["images"] >= len(files) and 1 <= health["forward_passes"] <= health["images"]
 
 
@@ -370,7 +381,9 @@ def test_a_refused_checkpoint_stops_serve_at_start(tmp_path):
 def test_a_taken_port_and_a_missing_ckpt_are_one_line_errors(server, tmp_path):
     env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir())}
     command = [sys.executable, "-m", "digitrec", "serve", "--port", str(server.address[1])]
-    taken = subprocess.run([*command, "--ckpt", server.request("GET", "/model")[1]["checkpoint"]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    taken = subprocess.run(
+        [*command, "--ckpt", server.request("GET", "/model")[1]["checkpoint"]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert taken.returncode == 2 and taken.stderr.splitlines() == [
         f"digitrec: error: cannot listen on 127.0.0.1:{server.address[1]}: Address already in use; choose another --port or --host"
     ]
@@ -465,7 +478,21 @@ def test_the_load_benchmark_runs_and_counts_no_errors(model_ckpt, tmp_path):
 
     out = tmp_path / "serve.json"
     env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir())}
-    command = [sys.executable, "-m", "benchmarks.serve_load", "--ckpt", str(model_ckpt), "--seconds", "0.5", "--clients", "1,4", "--images", "20", "--json", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.serve_load",
+        "--ckpt",
+        str(model_ckpt),
+        "--seconds",
+        "0.5",
+        "--clients",
+        "1,4",
+        "--images",
+        "20",
+        "--json",
+        str(out),
+    ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())

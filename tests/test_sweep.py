@@ -126,7 +126,9 @@ def test_each_job_has_its_own_directory_named_by_what_differs(sweep):
 @pytest.mark.slow
 def test_failed_jobs_are_recorded_and_the_sweep_goes_on(sweep):
     _, sweep_dir, result = sweep
-    good, bad, diverged = (json.loads((sweep_dir / name / "metrics.json").read_text()) for name in ("0_model.lr=0.1", "1_model.lr=-1", "2_model.lr=1000000.0"))
+    good, bad, diverged = (
+        json.loads((sweep_dir / name / "metrics.json").read_text()) for name in ("0_model.lr=0.1", "1_model.lr=-1", "2_model.lr=1000000.0")
+    )
     assert good["status"] == "ok" and 0.5 < good["test/acc"] <= 1 and good["epochs"] == 1
     assert bad == {**bad, "status": "failed", "reason": "config error at model.lr: got -1.0, expected a positive number, e.g. model.lr=0.001"}
     assert diverged["status"] == "failed" and diverged["reason"].startswith("training diverged: train/loss is nan in epoch 1")
@@ -219,7 +221,9 @@ def test_an_eval_sweep_is_ranked_by_test_acc(tmp_path):
 def test_the_submitit_launcher_runs_the_jobs_through_submitit(tmp_path):
     """hydra/launcher=slurm's code path (Hydra's submitit launcher: pickled jobs, submitit's job
     folders, results read back) with submitit's local executor in place of SLURM."""
-    result = run_digitrec("train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "model.lr=1e-3,3e-4", *TINY_TRAIN, cwd=tmp_path, timeout=600)
+    result = run_digitrec(
+        "train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "model.lr=1e-3,3e-4", *TINY_TRAIN, cwd=tmp_path, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
     assert list((sweep_dir / ".submitit").glob("*/*_submitted.pkl")), "the jobs went through submitit"

@@ -87,9 +87,9 @@ def test_resume_refuses_another_architecture(tiny_run):
 
 
 def test_two_runs_started_together_get_their_own_directories(tmp_path):
+    import os
     import subprocess
     import sys
-    import os
 
     from conftest import find_mnist_dir
 

@@ -51,14 +51,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise DigitrecError(f"checkpoint {path} is not a readable PyTorch file ({type(err).__name__}): it may be truncated or corrupt") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise DigitrecError(
-            f"checkpoint {path} is not a digitrec model (no state_dict/hyper_parameters): "
-            "use checkpoints/*.ckpt or model.ckpt from a digitrec run"
+            f"checkpoint {path} is not a digitrec model (no state_dict/hyper_parameters): use checkpoints/*.ckpt or model.ckpt from a digitrec run"
         )
     return checkpoint
 
 
 # What a pickle needs to rebuild tensors and plain containers; anything else it imports is code.
-SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.slice", "builtins.complex", "numpy.")
+SAFE_GLOBAL_PREFIXES = (
+    "torch.",
+    "collections.OrderedDict",
+    "builtins.set",
+    "builtins.frozenset",
+    "builtins.bytearray",
+    "builtins.slice",
+    "builtins.complex",
+    "numpy.",
+)
 
 
 def unsafe_globals(path: Path) -> list[str]:

@@ -301,7 +301,9 @@ def resume_hint(cfg, run_dir: Path, config_name: str) -> tuple[str, str | None]:
 def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
     """Run `task` under Hydra (run directories, multirun, sweepers), pre-checking the command."""
     if set(args) & COMPLETION_FLAGS:
-        raise DigitrecError("shell completion is not available for digitrec (Hydra completes only programs of its own); digitrec train --help lists the config groups")
+        raise DigitrecError(
+            "shell completion is not available for digitrec (Hydra completes only programs of its own); digitrec train --help lists the config groups"
+        )
     command_line = list(sys.argv)
     args = quote_paths(args)
     if not set(args) & HYDRA_INFO_FLAGS:

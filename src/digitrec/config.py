@@ -16,7 +16,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -75,7 +75,7 @@ class ModelSchema:
 @dataclass
 class DataSchema:
     _target_: str = "digitrec.data.MNISTDataModule"
-    data_dir: Optional[str] = None
+    data_dir: str | None = None
     download: bool = True
     download_dir: str = "data"
     val_size: int = 5000
@@ -141,7 +141,9 @@ def _max_time_ok(value: Any) -> bool:
     if isinstance(value, str):
         return re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", value) is not None
     if isinstance(value, (dict, DictConfig)):
-        return set(value) <= {"weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds"} and all(is_number(v) and v >= 0 for v in value.values())
+        return set(value) <= {"weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds"} and all(
+            is_number(v) and v >= 0 for v in value.values()
+        )
     return False
 
 
@@ -169,7 +171,10 @@ def _trainer_rules(trainer: DictConfig) -> list[tuple[str, Any, bool, str]]:
         "max_steps": (lambda v: is_int(v) and v >= -1, "an integer >= 1, or -1 (no limit)"),
         "min_epochs": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
         "check_val_every_n_epoch": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-        "val_check_interval": (lambda v: (is_int(v) and v >= 1) or (isinstance(v, float) and 0.0 < v <= 1.0), "a share of an epoch (0.0-1.0] or a number of steps >= 1"),
+        "val_check_interval": (
+            lambda v: (is_int(v) and v >= 1) or (isinstance(v, float) and 0.0 < v <= 1.0),
+            "a share of an epoch (0.0-1.0] or a number of steps >= 1",
+        ),
         "num_sanity_val_steps": (lambda v: is_int(v) and v >= -1, "an integer >= 0, or -1 (all)"),
         "deterministic": (lambda v: isinstance(v, bool) or v == "warn", "true, false or warn"),
         "fast_dev_run": (lambda v: isinstance(v, bool) or (is_int(v) and v >= 0), "true, false, or a number of batches"),
@@ -189,7 +194,12 @@ def _rules(cfg: DictConfig, model: DictConfig | None, data: DictConfig) -> list[
         hidden = list(model.hidden_sizes)
         rules += [
             ("model.lr", model.lr, model.lr > 0, "a positive number, e.g. model.lr=0.001"),
-            ("model.hidden_sizes", hidden, len(hidden) > 0 and all(h >= 1 for h in hidden), "a non-empty list of positive widths, e.g. model.hidden_sizes=[500,100]"),
+            (
+                "model.hidden_sizes",
+                hidden,
+                len(hidden) > 0 and all(h >= 1 for h in hidden),
+                "a non-empty list of positive widths, e.g. model.hidden_sizes=[500,100]",
+            ),
             ("model.input_size", model.input_size, model.input_size == 784, "784 (28x28 MNIST images)"),
             ("model.num_classes", model.num_classes, model.num_classes == 10, "10 (the digits 0-9)"),
             ("model.std", model.std, model.std > 0, "a positive number"),
@@ -287,18 +297,45 @@ def _check_trainer_keys(trainer: DictConfig) -> None:
         known = set(inspect.signature(get_class(trainer._target_).__init__).parameters) - {"self"}
     unknown = sorted(k for k in trainer if k != "_target_" and k not in known)
     if unknown:
-        raise DigitrecError(f"config error at trainer.{unknown[0]}: not an option of Lightning's Trainer (see Trainer's documentation for valid keys)")
+        raise DigitrecError(
+            f"config error at trainer.{unknown[0]}: not an option of Lightning's Trainer (see Trainer's documentation for valid keys)"
+        )
 
 
 # Trainer settings that construct on every machine: anything else is tried on a real Trainer
 # (check_trainer_with_lightning) before the run starts, which costs the import of Lightning.
-PLAIN_TRAINER = {"accelerator": ("auto", "cpu"), "devices": (1, "1", "auto"), "strategy": ("auto",), "precision": (32, "32", "32-true"), "profiler": ()}
+PLAIN_TRAINER = {
+    "accelerator": ("auto", "cpu"),
+    "devices": (1, "1", "auto"),
+    "strategy": ("auto",),
+    "precision": (32, "32", "32-true"),
+    "profiler": (),
+}
 PLAIN_TRAINER_KEYS = {
-    "_target_", "default_root_dir", "max_epochs", "min_epochs", "max_steps", "max_time", "log_every_n_steps",
-    "limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches", "overfit_batches",
-    "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "check_val_every_n_epoch",
-    "val_check_interval", "num_sanity_val_steps", "deterministic", "fast_dev_run", "benchmark",
-    "enable_model_summary", "num_nodes", *PLAIN_TRAINER,
+    "_target_",
+    "default_root_dir",
+    "max_epochs",
+    "min_epochs",
+    "max_steps",
+    "max_time",
+    "log_every_n_steps",
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "limit_predict_batches",
+    "overfit_batches",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "accumulate_grad_batches",
+    "check_val_every_n_epoch",
+    "val_check_interval",
+    "num_sanity_val_steps",
+    "deterministic",
+    "fast_dev_run",
+    "benchmark",
+    "enable_model_summary",
+    "num_nodes",
+    *PLAIN_TRAINER,
 }
 
 
@@ -397,7 +434,9 @@ def check_output_root(cfg: DictConfig) -> None:
         except OSError as err:
             problem = f"{probe} is not writable: {err.strerror or err}"
     if problem:
-        raise DigitrecError(f"config error at paths.output_root: cannot write runs into {root} ({problem}): choose a writable folder, e.g. paths.output_root=~/digitrec-outputs")
+        raise DigitrecError(
+            f"config error at paths.output_root: cannot write runs into {root} ({problem}): choose a writable folder, e.g. paths.output_root=~/digitrec-outputs"
+        )
 
 
 def precheck_config(cfg: DictConfig, added: list[str], groups: set[str]) -> None:

@@ -265,7 +265,11 @@ def download_mnist(root: str | Path) -> Path:
                 else:
                     verify_file(fetch(name, raw), name)
     except Timeout:
-        raise DigitrecError(f"another process has been downloading MNIST into {raw} for 30 minutes: wait for it, or remove {lock.lock_file} if none is running") from None
+        raise DigitrecError(
+            f"another process has been downloading MNIST into {raw} for 30 minutes: wait for it, or remove {lock.lock_file} if none is running"
+        ) from None
     except OSError as err:
-        raise DigitrecError(f"cannot download MNIST into {raw}: {err.strerror or err}; choose a writable paths.data_dir, or {HOW_TO_PROVIDE}") from None
+        raise DigitrecError(
+            f"cannot download MNIST into {raw}: {err.strerror or err}; choose a writable paths.data_dir, or {HOW_TO_PROVIDE}"
+        ) from None
     return raw

@@ -99,9 +99,7 @@ class Predictor:
     def predict_one(self, image: ImageLike, top_k: int = 3) -> Prediction:
         return self.predict([image], top_k)[0]
 
-    def predict_each(
-        self, images: ImageLike | Iterable[ImageLike], top_k: int = 3, batch_size: int = 256
-    ) -> Iterator[Prediction | ImageError]:
+    def predict_each(self, images: ImageLike | Iterable[ImageLike], top_k: int = 3, batch_size: int = 256) -> Iterator[Prediction | ImageError]:
         """Like `predict`, but in order and lazily, with an ImageError in place of each image that
         failed: for batch jobs, where one bad file must not stop the others."""
         for chunk in batched(as_image_list(images), batch_size):
@@ -157,8 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
             "made MNIST-like first: polarity, lighting and tint corrected, the digit found, cropped, "
             "scaled to a 20 px box and centred by mass in 28x28."
         ),
-        epilog="One line per file (`photo.jpg: 4 (0.97)`); unreadable files are reported and skipped; "
-        "the exit code is 1 if any file failed.",
+        epilog="One line per file (`photo.jpg: 4 (0.97)`); unreadable files are reported and skipped; the exit code is 1 if any file failed.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to read")
     parser.add_argument(
@@ -189,7 +186,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def run_checkpoint(run_dir: Path, metrics: dict[str, Any]) -> Path | None:
     """The checkpoint of a successful training run: its best epoch, else its model.ckpt."""
-    if metrics.get("status") != "ok" or "model_path" not in metrics and "best_ckpt_path" not in metrics:
+    if metrics.get("status") != "ok" or ("model_path" not in metrics and "best_ckpt_path" not in metrics):
         return None  # failed, interrupted, or an evaluation (eval records have no status)
     best = metrics.get("best_ckpt_path")
     candidates = ([Path(best), run_dir / best] if isinstance(best, str) and best else []) + [run_dir / "model.ckpt"]
@@ -246,7 +243,9 @@ def choose_checkpoint(root: Path = RUNS_ROOT) -> tuple[Path, str]:
         if ckpt is not None:
             return ckpt, f"the newest successful training run under {root}/"
     if found:
-        raise DigitrecError(f"no successful training run with a checkpoint under {root}/ (only failed or unfinished runs, or evaluations): train one with `digitrec train`, or pass --ckpt PATH")
+        raise DigitrecError(
+            f"no successful training run with a checkpoint under {root}/ (only failed or unfinished runs, or evaluations): train one with `digitrec train`, or pass --ckpt PATH"
+        )
     raise DigitrecError(f"no trained model found under {root}/: train one with `digitrec train`, or pass --ckpt PATH")
 
 

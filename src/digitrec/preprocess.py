@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,7 +26,7 @@ from scipy import ndimage
 
 from digitrec.errors import DigitrecError, first_line
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray]
+ImageLike = str | Path | Image.Image | np.ndarray
 
 FIELD = 28  # MNIST's image side
 BOX = 20  # the digit's longest side inside it
@@ -103,8 +102,7 @@ def check_size(width: int, height: int, original: tuple[int, int] | None = None)
     if width * height > MAX_PIXELS:
         w, h = original or (width, height)
         raise DigitrecError(
-            f"the image is too large ({w}x{h} pixels): digitrec reads images up to "
-            f"{MAX_PIXELS // 1_000_000} megapixels; downscale it first"
+            f"the image is too large ({w}x{h} pixels): digitrec reads images up to {MAX_PIXELS // 1_000_000} megapixels; downscale it first"
         )
     if min(width, height) < MIN_SIDE:
         raise DigitrecError(f"the image is {width}x{height} pixels: too small to hold a digit (at least {MIN_SIDE}x{MIN_SIDE})")
@@ -298,8 +296,8 @@ def select_digit(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     mass = ndimage.sum_labels(ink, labels, np.arange(1, count + 1))
     boxes = [box_edges(b) for b in ndimage.find_objects(labels)]
     height, width = ink.shape
-    touches = np.array([t == 0 or l == 0 or b == height or r == width for t, b, l, r in boxes])
-    extent = np.array([max(b - t, r - l) for t, b, l, r in boxes])
+    touches = np.array([top == 0 or left == 0 or bottom == height or right == width for top, bottom, left, right in boxes])
+    extent = np.array([max(bottom - top, right - left) for top, bottom, left, right in boxes])
     # A blob cut by the image edge is more likely a desk, a shadow or the edge of the sheet than
     # the digit: prefer blobs clear of the edges that are big enough to be a digit, unless there
     # are none (a tightly cropped digit touches the edges itself).
@@ -317,10 +315,10 @@ def select_digit(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
         for i in np.argsort(-mass):
             if i in chosen or (touches[i] and not touches[main]) or mass[i] < 0.03 * mass[main]:
                 continue
-            t, b, l, r = boxes[i]
-            if max(t - bottom, top - b, l - right, left - r, 0) <= reach:
+            t, b, lf, r = boxes[i]
+            if max(t - bottom, top - b, lf - right, left - r, 0) <= reach:
                 chosen.add(int(i))
-                top, bottom, left, right = min(top, t), max(bottom, b), min(left, l), max(right, r)
+                top, bottom, left, right = min(top, t), max(bottom, b), min(left, lf), max(right, r)
                 grown = True
     if max(bottom - top, right - left) < max(4, 0.015 * max(height, width)):
         raise DigitrecError("no digit found: only specks stand out from the background")

@@ -69,4 +69,3 @@ def best_checkpoint(trainer: L.Trainer) -> Path | None:
     if best_path.parent != Path(callback.dirpath).resolve() or not best_path.is_file():
         return None
     return best_path
-

@@ -304,8 +304,7 @@ async def request_uploads(request: Request) -> list[Upload]:
         got = f"content type {media_type!r}" if media_type else "no content type"
         raise RequestError(
             415,
-            f"the request has {got}: send images as multipart/form-data (curl -F image=@digit.png) "
-            'or as JSON {"images": ["<base64 image>", ...]}',
+            f'the request has {got}: send images as multipart/form-data (curl -F image=@digit.png) or as JSON {{"images": ["<base64 image>", ...]}}',
         )
     body = await read_body(request)
     uploads = await multipart_uploads(request, body) if media_type == "multipart/form-data" else json_uploads(body)
@@ -494,7 +493,11 @@ def main(argv: list[str]) -> int:
     sock = listen(args.host, args.port)
     if not is_loopback(args.host):
         print(f"digitrec serve: listening on {args.host}: reachable from other machines, with no authentication", file=sys.stderr)
-    print(f"digitrec serve: {service.model_info['architecture']} at {url_of(sock)} (API docs: {url_of(sock)}docs; Ctrl-C to stop)", file=sys.stderr, flush=True)
+    print(
+        f"digitrec serve: {service.model_info['architecture']} at {url_of(sock)} (API docs: {url_of(sock)}docs; Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
 
     config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

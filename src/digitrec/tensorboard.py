@@ -152,14 +152,15 @@ class TestFigures(L.Callback):
         surest = surest[confidence[surest] >= 0]
         if len(surest):
             errors = int(matrix.sum() - matrix.trace())
-            figures["test/misclassified"] = misclassified_grid(images[surest].numpy(), predicted[surest].numpy(), labels[surest].numpy(), total=errors)
+            figures["test/misclassified"] = misclassified_grid(
+                images[surest].numpy(), predicted[surest].numpy(), labels[surest].numpy(), total=errors
+            )
         for logger in loggers:
             for tag, picture in figures.items():
                 if isinstance(logger, MLFlowLogger):  # an artifact: test/confusion_matrix.png
                     logger.experiment.log_image(logger.run_id, picture, artifact_file=f"{tag}.png")
                 else:
                     logger.experiment.add_image(tag, picture, global_step=trainer.global_step, dataformats="HWC")
-
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The test results beside the figures in MLflow (TensorBoard has them as scalars already).

@@ -22,11 +22,11 @@ from omegaconf import DictConfig
 
 from digitrec.checkpoint import export_model, load_checkpoint, resume_checkpoint
 from digitrec.config import check_config
+from digitrec.console import progress_callbacks, quiet_lightning
 from digitrec.errors import DigitrecError, RunFailed
 from digitrec.run_checkpoints import AtomicCheckpointIO, best_checkpoint
 from digitrec.runtime import skip_futile_nvml_probe
 from digitrec.sweep import in_multirun
-from digitrec.console import progress_callbacks, quiet_lightning
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ class TrainingWatch(L.Callback):
         if trainer.sanity_checking:
             return
         lr = pl_module.hparams.get("lr")
-        advice = f"try a smaller model.lr than {lr}, e.g. model.lr={min(lr / 10, 1e-3):g}" if isinstance(lr, (int, float)) else "try a smaller model.lr"
+        advice = (
+            f"try a smaller model.lr than {lr}, e.g. model.lr={min(lr / 10, 1e-3):g}" if isinstance(lr, (int, float)) else "try a smaller model.lr"
+        )
         epoch = trainer.current_epoch + 1
         for key in ("train/loss_step", "val/loss"):
             value = trainer.callback_metrics.get(key)
