@@ -276,7 +276,7 @@ def run_log(path: Path):
 
 def record_failure(run_dir: Path, status: str, reason: str, **extra) -> None:
     """metrics.json of a run that did not finish, as sweep jobs write it (so nothing mistakes it for a result)."""
-    from digitrec.train import run_overrides, write_metrics
+    from digitrec.runs import run_overrides, write_metrics
 
     with contextlib.suppress(OSError):
         write_metrics(run_dir, {"status": status, "reason": reason, **extra, "run_dir": str(run_dir), "overrides": run_overrides()})
@@ -292,7 +292,7 @@ def resume_hint(cfg, run_dir: Path, config_name: str) -> tuple[str, str | None]:
         return "run the same command again", None
     if not last.is_file():
         return "no checkpoint was saved yet (interrupted in the first epoch): run the same command again", None
-    from digitrec.train import run_overrides
+    from digitrec.runs import run_overrides
 
     kept = [o for o in run_overrides() if not o.startswith("ckpt_path=")]
     return " ".join(["resume with: digitrec train", *kept, f"ckpt_path={last}"]), str(last)
@@ -313,7 +313,8 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.plugins import Plugins
 
-    from digitrec.sweep import in_multirun, run_sweep_job
+    from digitrec.runs import in_multirun
+    from digitrec.sweep import run_sweep_job
     from hydra_plugins.digitrec_optuna_sweeper import ResumableOptunaSweeper
 
     # Hydra finds plugins by listing the hydra_plugins folders, which an editable install hides

@@ -9,7 +9,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from digitrec.checkpoint import load_model
-from digitrec.train import build_trainer, print_summary, run_overrides, setup_run, write_metrics
+from digitrec.runs import run_overrides, write_metrics
+from digitrec.train import build_trainer, print_summary, setup_run
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 
 from digitrec.errors import EXIT_FAILED_RUN, DigitrecError
+from digitrec.runs import run_overrides, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ class JobPruned(Exception):
         self.metrics = metrics
 
 
-def in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def reason_of(err: BaseException) -> str:
     """The first line of an error; our own errors are self-explanatory, others get their type."""
     text = " ".join(str(err).strip().splitlines()[:1])[:300]
@@ -58,7 +54,6 @@ def run_sweep_job(task: Callable[[Any], dict[str, Any]], cfg) -> Any:
     Returns the sweep's objective (what Optuna's sweeper optimises), or None for a failed job,
     which the Optuna sweeper records as a failed trial.
     """
-    from digitrec.train import run_overrides, write_metrics
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -11,7 +10,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy
 
@@ -25,8 +23,8 @@ from digitrec.config import check_config
 from digitrec.console import progress_callbacks, quiet_lightning
 from digitrec.errors import DigitrecError, RunFailed
 from digitrec.run_checkpoints import AtomicCheckpointIO, best_checkpoint
+from digitrec.runs import in_multirun, run_overrides, write_metrics
 from digitrec.runtime import skip_futile_nvml_probe
-from digitrec.sweep import in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +132,6 @@ def check_resume(ckpt_path: str, model: L.LightningModule) -> str:
                 f"resume with the same model settings (model.{key}={saved.get(key)})"
             )
     return str(path)
-
-
-def run_overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
-    path = run_dir / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
-    return path
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
