@@ -105,7 +105,7 @@ def test_trainer_facts_read_from_source_equal_lightnings_own():
         "trainer.devices=auto",
         "++trainer.precision=bf16-mixed",
         "++trainer.max_time=00:00:30:00",
-        "++trainer.limit_train_batches=0.5",
+        "trainer.limit_train_batches=0.5",
         "++trainer.accumulate_grad_batches=2",
         "trainer.log_every_n_steps=0",
         "seed=0",

@@ -90,8 +90,8 @@ BAD_OVERRIDES = [
     ("++trainer.precision=banana", "config error at trainer.precision: got 'banana', expected one of"),
     ("++trainer.precision=8", "config error at trainer.precision"),
     ("++trainer.max_time=abc", "config error at trainer.max_time"),
-    ("++trainer.limit_train_batches=-1", "config error at trainer.limit_train_batches"),
-    ("++trainer.limit_val_batches=1.5", "config error at trainer.limit_val_batches"),
+    ("trainer.limit_train_batches=-1", "config error at trainer.limit_train_batches"),
+    ("trainer.limit_val_batches=1.5", "config error at trainer.limit_val_batches"),
     ("++trainer.gradient_clip_val=abc", "config error at trainer.gradient_clip_val"),
     ("++trainer.gradient_clip_val=-1", "config error at trainer.gradient_clip_val"),
     ("++trainer.gradient_clip_algorithm=banana", "config error at trainer.gradient_clip_algorithm"),
@@ -213,7 +213,7 @@ def wait_for_epochs(process: subprocess.Popen, epochs: int) -> None:
     pytest.fail(f"the run ended before {epochs} epochs: {process.stderr.read()[-2000:]}")
 
 
-LONG_RUN = ["trainer.max_epochs=100", "++trainer.limit_train_batches=30", "++trainer.limit_val_batches=2", "progress=lines"]
+LONG_RUN = ["trainer.max_epochs=100", "trainer.limit_train_batches=30", "++trainer.limit_val_batches=2", "progress=lines"]
 
 
 @pytest.mark.slow
@@ -260,8 +260,8 @@ def test_a_run_that_stopped_learning_fails_with_exit_1_and_says_why(lr, reason, 
         "train",
         f"model.lr={lr}",
         "trainer.max_epochs=1",
-        "++trainer.limit_train_batches=120",
-        "++trainer.limit_val_batches=2",
+        "trainer.limit_train_batches=120",
+        "trainer.limit_val_batches=2",
         "progress=lines",
         cwd=tmp_path,
     )
@@ -283,8 +283,8 @@ def test_a_divergent_lr_in_a_sweep_is_a_failed_job_and_the_sweep_exits_1_after_i
         "-m",
         "model.lr=0.001,1000",
         "trainer.max_epochs=1",
-        "++trainer.limit_train_batches=120",
-        "++trainer.limit_val_batches=2",
+        "trainer.limit_train_batches=120",
+        "trainer.limit_val_batches=2",
         "progress=lines",
         cwd=tmp_path,
     )

@@ -357,7 +357,7 @@ def test_without_ckpt_the_newest_run_is_served_and_said_on_stderr(model_ckpt, tm
     run = tmp_path / "outputs" / "train" / "runs" / "2026-01-01_00-00-00_abcdef"
     run.mkdir(parents=True)
     shutil.copy(model_ckpt, run / "model.ckpt")
-    (run / "metrics.json").write_text(json.dumps({"test/acc": 0.9712, "best_ckpt_path": None, "model_path": str(run / "model.ckpt")}))
+    (run / "metrics.json").write_text(json.dumps({"status": "ok", "test/acc": 0.9712, "best_ckpt_path": None, "model_path": str(run / "model.ckpt")}))
     started = Server(cwd=tmp_path)
     try:
         assert started.url and started.url.startswith("http://127.0.0.1:"), started.stderr
