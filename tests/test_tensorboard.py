@@ -99,9 +99,9 @@ def test_runs_share_one_root_and_are_named_by_what_differs(board):
     assert len(runs) == 3
     (single,) = [r for r in runs if r.startswith("train/runs/")]
     # What differs first (TensorBoard's run list cuts long names at the end), then time and random id.
-    assert re.fullmatch(
-        r"train/runs/trainer\.limit_train_batches=20,\S*trainer\.max_epochs=1_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", single
-    ), single
+    assert re.fullmatch(r"train/runs/trainer\.limit_train_batches=20,\S*trainer\.max_epochs=1_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", single), (
+        single
+    )
     swept = sorted(r for r in runs if r.startswith("train/multiruns/"))
     assert [r.rsplit("/", 1)[1] for r in swept] == ["0_model.lr=0.001", "1_model.lr=0.0003"]
     assert len({r.rsplit("/", 1)[0] for r in swept}) == 1, "one sweep directory: its curves overlay"
