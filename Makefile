@@ -27,13 +27,13 @@ install: $(VENV)/.installed data ## create .venv, install digitrec and its depen
 data: $(VENV)/.installed ## download (or find) MNIST and verify its checksums
 	$(BIN)/digitrec data
 
-train: install ## train the default model (extra overrides: make train ARGS="model.lr=3e-4")
+train: install ## train the default model (extra overrides: make train ARGS="model.optimizer.lr=3e-4")
 	$(BIN)/digitrec train $(ARGS)
 
 eval: install ## evaluate a checkpoint: make eval CKPT=outputs/train/runs/<run>/checkpoints/last.ckpt
 	$(BIN)/digitrec eval ckpt_path=$(CKPT) $(ARGS)
 
-sweep: install ## a sweep, then its summary: make sweep ARGS="model.lr=1e-3,3e-4 data.batch_size=64,128"
+sweep: install ## a sweep, then its summary: make sweep ARGS="model.optimizer.lr=1e-3,3e-4 data.batch_size=64,128"
 	$(BIN)/digitrec train -m $(ARGS)
 
 experiments: install ## train every config in configs/experiment/, then a summary comparing them

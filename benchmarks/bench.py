@@ -40,7 +40,9 @@ from benchmarks.floor import gemm_floor
 from benchmarks.report import write_markdown, write_plot
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("tutorial", "tensor", "digitrec", "ddp")
+VARIANTS = ("tutorial", "tensor", "digitrec", "ddp", "affine", "elastic")
+# digitrec runs with one more setting each: what the variant costs is its epoch minus digitrec's.
+DIGITREC_VARIANTS = {"digitrec": [], "ddp": ["trainer=ddp_cpu"], "affine": ["data/augment=affine"], "elastic": ["data/augment=elastic"]}
 TRAIN_SIZE = 60000  # the official training set; digitrec holds out data.val_size of it
 DEFAULT_HIDDEN = [500, 100]
 
@@ -104,10 +106,9 @@ class Runner:
         self.count += 1
         name = f"{self.count:03d}_{variant}"
         result_path, log = self.work / f"{name}.json", self.work / f"{name}.log"
-        if variant in ("digitrec", "ddp"):
+        if variant in DIGITREC_VARIANTS:
             command, run_dir = self.digitrec_command(name, result_path, batch_size, hidden, steps, epochs)
-            if variant == "ddp":
-                command.append("trainer=ddp_cpu")
+            command += DIGITREC_VARIANTS[variant]
         else:
             command = [
                 sys.executable, "-m", "benchmarks.loops", variant, "--json", str(result_path), "--mnist-dir", str(self.mnist),
@@ -120,7 +121,7 @@ class Runner:
                 command += ["--threads", str(self.args.threads)]
         process = run_process(command, log, self.env)
         measured = json.loads(result_path.read_text())
-        if variant in ("digitrec", "ddp"):
+        if variant in DIGITREC_VARIANTS:
             measured["test_acc"] = json.loads((run_dir / "metrics.json").read_text())["test/acc"]
         return {**measured, **process}
 
@@ -136,7 +137,7 @@ class Runner:
         if batch_size != self.args.defaults["batch_size"]:
             command.append(f"data.batch_size={batch_size}")
         if hidden != DEFAULT_HIDDEN:
-            command.append(f"model.hidden_sizes=[{','.join(map(str, hidden))}]")
+            command.append(f"model.net.hidden_sizes=[{','.join(map(str, hidden))}]")
         if self.args.threads != self.args.defaults["threads"]:
             command.append(f"threads={self.args.threads}")
         return command, run_dir
@@ -238,7 +239,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=5, help="training epochs per run (default 5, the tutorial's)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per epoch (default: a full epoch, 550 at batch 100)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for every variant (default: digitrec's config value)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of tutorial,tensor,digitrec")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     parser.add_argument("--device", default="cpu", help="device of the tensor loop and the GEMM floor: cpu or cuda (digitrec picks its own)")
     parser.add_argument("--scaling-batch-sizes", default="100,256,1024", help="batch sizes of the scaling runs")
     parser.add_argument("--scaling-epochs", type=int, default=2, help="epochs per scaling run (0: no scaling runs)")
@@ -311,7 +312,15 @@ def main(argv: list[str] | None = None) -> None:
     floor = gemm_floor(batch, widths, steps, args.device)
     summary = {v: summarize([r[v] for r in rounds], steps * batch) for v in args.variants}
     ratio = {}
-    for top, bottom in (("digitrec", "tensor"), ("tutorial", "digitrec"), ("tutorial", "tensor"), ("ddp", "digitrec")):
+    pairs = (
+        ("digitrec", "tensor"),
+        ("tutorial", "digitrec"),
+        ("tutorial", "tensor"),
+        ("ddp", "digitrec"),
+        ("affine", "digitrec"),
+        ("elastic", "digitrec"),
+    )
+    for top, bottom in pairs:
         if top in args.variants and bottom in args.variants:
             ratio[f"{top}/{bottom}"] = ratios(rounds, top, bottom)
     results = {

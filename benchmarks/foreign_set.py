@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-MNIST_VARIANTS = ("dark_on_light", "jpeg", "rgba", "colour_ink", "chalk", "tilted", "thin_pen", "sheet_on_desk")
+MNIST_VARIANTS = ("dark_on_light", "jpeg", "rgba", "colour_ink", "chalk", "tilted", "thin_pen", "sheet_on_desk", "thick_scan")
 # Degrees of rotation, either way: a photo taken by hand, and one taken carelessly.
 MILD_TILT, TILT = 5, 12
 # Font files looked for in the usual Debian folders; the built-in font is always added.
@@ -42,13 +42,17 @@ BUILTIN_FONT = "pillow-builtin"
 
 def mnist_photo(digit: np.ndarray, variant: str, rng: np.random.Generator) -> tuple[Image.Image, str]:
     """One MNIST digit (uint8 28x28, white on black) as a photo of ink on paper, and its format."""
-    scale = rng.uniform(3, 8)
+    # thick_scan: a low-resolution scan (1-1.6x MNIST's size), so a stroke is a few pixels wide.
+    scale = rng.uniform(1.0, 1.6) if variant == "thick_scan" else rng.uniform(3, 8)
     side = int(28 * scale)
     tilt = TILT if variant == "tilted" else MILD_TILT
     ink = Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)
     if variant == "thin_pen":
         # A fine pen: strokes a third of MNIST's width, as when a digit is written small.
         ink = ink.filter(ImageFilter.MinFilter(2 * int(scale * 0.6) + 1)).filter(ImageFilter.GaussianBlur(0.5))
+    if variant == "thick_scan":
+        # A felt-tip digit: strokes thickened by a pixel each side, then blurred by the scanner.
+        ink = ink.filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.GaussianBlur(0.8))
     ink = ink.rotate(rng.uniform(-tilt, tilt), Image.Resampling.BICUBIC, expand=True)
     width, height = (int(ink.width * rng.uniform(1.3, 2.5)) for _ in range(2))
     left, top = int(rng.uniform(0, width - ink.width)), int(rng.uniform(0, height - ink.height))

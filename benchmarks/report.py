@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-NAMES = {"tutorial": "tutorial loop", "tensor": "tensor loop", "digitrec": "digitrec", "ddp": "digitrec ddp_cpu (2 processes)"}
+NAMES = {
+    "tutorial": "tutorial loop",
+    "tensor": "tensor loop",
+    "digitrec": "digitrec",
+    "ddp": "digitrec ddp_cpu (2 processes)",
+    "affine": "digitrec + data/augment=affine",
+    "elastic": "digitrec + data/augment=elastic",
+}
 
 
 def _seconds(value: float) -> str:
@@ -85,6 +92,17 @@ def write_markdown(results: dict, path: Path, plot: Path | None) -> Path:
         *ratio_table(results),
         "",
     ]
+    summary = results["summary"]
+    for augment in ("affine", "elastic"):
+        if augment in summary and "digitrec" in summary:
+            extra = summary[augment]["epoch_s_median"] - summary["digitrec"]["epoch_s_median"]
+            lines.append(
+                f"- data/augment={augment} costs {extra:+.2f} s per epoch "
+                f"({summary[augment]['epoch_s_median'] / summary['digitrec']['epoch_s_median']:.2f}x the plain epoch), "
+                "one random warp per training image, batched on the training device."
+            )
+    if any(a in summary for a in ("affine", "elastic")):
+        lines.append("")
     if results["targets"]:
         lines += ["Targets (measured, never asserted in a test):", ""]
         for t in results["targets"]:

@@ -39,7 +39,7 @@ def _train(mnist, folder: Path, epochs: int, seed: int) -> Path:
 
     torch.manual_seed(seed)
     model = DigitClassifier()
-    optimizer = torch.optim.Adam(model.parameters(), lr=model.hparams.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=model.lr)
     images, labels = mnist.train_images, mnist.train_labels
     for _ in range(epochs):
         order = torch.randperm(len(labels))

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, find_mnist_dir
 
-VARIANTS = {"tutorial", "tensor", "digitrec", "ddp"}
+VARIANTS = {"tutorial", "tensor", "digitrec", "ddp", "affine", "elastic"}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,14 @@ def test_summary_ratios_targets_and_floor_are_reported(smoke):
     for summary in results["summary"].values():
         assert summary["epoch_s_min"] <= summary["epoch_s_median"] <= summary["epoch_s_max"]
         assert summary["ms_per_1000_samples"] > 0
-    assert set(results["ratios"]) == {"digitrec/tensor", "tutorial/digitrec", "tutorial/tensor", "ddp/digitrec"}
+    assert set(results["ratios"]) == {
+        "digitrec/tensor",
+        "tutorial/digitrec",
+        "tutorial/tensor",
+        "ddp/digitrec",
+        "affine/digitrec",
+        "elastic/digitrec",
+    }
     ratio = results["ratios"]["digitrec/tensor"]
     expected = results["summary"]["digitrec"]["epoch_s_median"] / results["summary"]["tensor"]["epoch_s_median"]
     assert ratio["wall"]["median"] == pytest.approx(expected)  # one round: its ratio is the median's

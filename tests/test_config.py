@@ -9,19 +9,22 @@ from digitrec.cli import main
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("model.lr=-0.1", "config error at model.lr: got -0.1, expected a positive number"),
-        ("model.lr=0", "config error at model.lr"),
-        ("model.lr=fast", "config error at model.lr: Value 'fast' of type 'str' could not be converted to Float"),
+        ("model.optimizer.lr=-0.1", "config error at model.optimizer.lr: got -0.1, expected a positive number"),
+        ("model.optimizer.lr=0", "config error at model.optimizer.lr"),
+        ("model.optimizer.lr=fast", "config error at model.optimizer.lr: got 'fast', expected a positive number"),
         ("data.batch_size=0", "config error at data.batch_size: got 0, expected an integer >= 1"),
         ("data.batch_size=1.5", "config error at data.batch_size"),
-        ("model.hidden_sizes=[]", "config error at model.hidden_sizes: got [], expected a non-empty list"),
-        ("model.hidden_sizes=[500,0]", "config error at model.hidden_sizes"),
+        ("model.net.hidden_sizes=[]", "config error at model.net.hidden_sizes: got [], expected a non-empty list"),
+        ("model.net.hidden_sizes=[500,0]", "config error at model.net.hidden_sizes"),
         ("trainer.max_epochs=0", "config error at trainer.max_epochs: got 0, expected an integer >= 1"),
         ("+model.dropout=0.5", "config error at model.dropout: unknown key"),
+        ("+model.net.foo=1", "config error at model.net.foo: digitrec.nets.MLP takes no argument foo"),
+        ("model.lr=0.1", "bad override: Could not override 'model.lr'"),
         ("+trainer.max_epoch=3", "config error at trainer.max_epoch: not an option of Lightning's Trainer"),
         ("model.foo=1", "bad override: Could not override 'model.foo'"),
-        ("model=transformer", "bad override: In 'train': Could not find 'model/transformer' Available options in 'model': mlp"),
-        ("model.lr=[", "bad override: no viable alternative at input '['"),
+        ("model=transformer", "bad override: In 'train': Could not find 'model/transformer' Available options in 'model': default"),
+        ("model/net=transformer", "bad override: In 'model/default': Could not find 'model/net/transformer'"),
+        ("model.optimizer.lr=[", "bad override: no viable alternative at input '['"),
         ("seed=abc", "config error at seed: got 'abc', expected an integer"),
         ("progress=fancy", "config error at progress"),
     ],
@@ -52,9 +55,12 @@ def test_unknown_command(capsys):
 
 
 def test_real_command_line_exit_code_and_no_traceback(tmp_path):
-    result = run_digitrec("train", "model.lr=-1", cwd=tmp_path, timeout=120)
+    result = run_digitrec("train", "model.optimizer.lr=-1", cwd=tmp_path, timeout=120)
     assert result.returncode != 0
-    assert result.stderr.strip() == "digitrec: error: config error at model.lr: got -1.0, expected a positive number, e.g. model.lr=0.001"
+    assert (
+        result.stderr.strip()
+        == "digitrec: error: config error at model.optimizer.lr: got -1, expected a positive number, e.g. model.optimizer.lr=0.001"
+    )
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -69,6 +75,9 @@ def test_the_pre_check_imports_neither_lightning_nor_torch():
         "from digitrec.cli import precheck\n"
         "from digitrec.errors import DigitrecError\n"
         "precheck('train', ['trainer.max_epochs=2', '++trainer.max_time=00:01:00:00', '++trainer.gradient_clip_val=1.0'])\n"
+        "precheck('train', ['model/net=cnn', 'model/optimizer=sgd', 'model/scheduler=onecycle', 'data/augment=elastic'])\n"
+        "precheck('train', ['model.optimizer._target_=torch.optim.RMSprop', 'model/scheduler=cosine_warmup'])\n"
+        "precheck('train', ['experiment=cnn'])\n"
         "try:\n"
         "    precheck('train', ['+trainer.max_epoch=3'])\n"
         "except DigitrecError as err:\n"
@@ -112,6 +121,12 @@ def test_trainer_facts_read_from_source_equal_lightnings_own():
         "seed=4294967295",
         "callbacks.model_checkpoint=null",
         "experiment=wide",
+        "experiment=cnn",
+        "model/net=cnn",
+        "model/optimizer=sgd",
+        "model/scheduler=onecycle",
+        "data/augment=elastic",
+        "callbacks/early_stopping=default",
         "debug=limit",
     ],
 )

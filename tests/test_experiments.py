@@ -21,25 +21,35 @@ def test_there_is_the_tutorial_and_at_least_two_more():
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_each_experiment_is_a_short_global_override_file_that_passes_the_checks(name):
     text = (REPO / "configs" / "experiment" / f"{name}.yaml").read_text()
-    assert text.startswith("# @package _global_\n") and len(text.splitlines()) <= 25
+    # Short: the recipes with augmentation and a schedule (cnn, mlp_augmented) spell out every value.
+    assert text.startswith("# @package _global_\n") and len(text.splitlines()) <= 50
     check_config(compose("train", [f"experiment={name}"]))
 
 
 def test_the_tutorial_experiment_is_the_tutorial():
     cfg = compose("train", ["experiment=tutorial"])
-    assert list(cfg.model.hidden_sizes) == [500, 100] and cfg.model.lr == 0.001 and cfg.model.optimizer == "adam"
-    assert cfg.model.lr_schedule == "constant" and cfg.data.batch_size == 100 and cfg.trainer.max_epochs == 5
+    net, optimizer = cfg.model.net, cfg.model.optimizer
+    assert net._target_ == "digitrec.nets.MLP" and list(net.hidden_sizes) == [500, 100] and net.dropout == 0.0 and net.norm == "none"
+    assert optimizer._target_ == "torch.optim.Adam" and optimizer.lr == 0.001 and optimizer.weight_decay == 0.0
+    assert cfg.model.scheduler is None and cfg.data.augment is None and cfg.model.label_smoothing == 0.0
+    assert cfg.data.batch_size == 100 and cfg.trainer.max_epochs == 5
 
 
 def test_experiments_differ_in_what_they_say():
     wide, sgd = compose("train", ["experiment=wide"]), compose("train", ["experiment=sgd_cosine"])
-    assert list(wide.model.hidden_sizes) == [1024, 1024] and wide.model.optimizer == "adam"
-    assert sgd.model.optimizer == "sgd" and sgd.model.lr_schedule == "cosine" and sgd.trainer.max_epochs == 10
+    assert list(wide.model.net.hidden_sizes) == [1024, 1024] and wide.model.optimizer._target_ == "torch.optim.Adam"
+    assert sgd.model.optimizer._target_ == "torch.optim.SGD" and sgd.model.optimizer.momentum == 0.9
+    assert sgd.model.scheduler._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR" and sgd.trainer.max_epochs == 10
+    cnn = compose("train", ["experiment=cnn"])
+    assert cnn.model.net._target_ == "digitrec.nets.CNN" and cnn.model.optimizer._target_ == "torch.optim.AdamW"
+    assert cnn.model.scheduler._target_ == "torch.optim.lr_scheduler.OneCycleLR" and cnn.data.augment.elastic_alpha > 0
 
 
 def test_command_line_overrides_win_over_the_experiment():
     cfg = compose("train", ["experiment=sgd_cosine", "trainer.max_epochs=1"])
-    assert cfg.trainer.max_epochs == 1 and cfg.model.optimizer == "sgd"
+    assert cfg.trainer.max_epochs == 1 and cfg.model.optimizer._target_ == "torch.optim.SGD"
+    cfg = compose("train", ["experiment=cnn", "model.net.dropout=0.1", "data.augment=null"])
+    assert cfg.model.net.dropout == 0.1 and cfg.model.net.kernel_size == 5 and cfg.data.augment is None
 
 
 @pytest.mark.slow

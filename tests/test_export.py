@@ -48,7 +48,8 @@ def test_onnx_is_one_self_describing_file(onnx_file):
     model = onnx.load(str(onnx_file))
     onnx.checker.check_model(model)
     meta = {p.key: p.value for p in model.metadata_props}
-    assert meta["format"] == ONNX_FORMAT and json.loads(meta["hyper_parameters"])["hidden_sizes"] == [500, 100]
+    assert meta["format"] == ONNX_FORMAT and json.loads(meta["hyper_parameters"])["net"]["hidden_sizes"] == [500, 100]
+    assert "MLP 784-500-100-10" in model.doc_string
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
@@ -59,7 +60,8 @@ def test_state_dict_export_from_a_lightning_checkpoint(model_ckpt, predictor, di
     assert str(out) in capsys.readouterr().out
     saved = torch.load(out, weights_only=True)
     assert saved["format"] == EXPORT_FORMAT
-    assert saved["hyper_parameters"]["hidden_sizes"] == [500, 100]
+    assert saved["hyper_parameters"]["net"] == {**saved["hyper_parameters"]["net"], "_target_": "digitrec.nets.MLP", "hidden_sizes": [500, 100]}
+    assert saved["hyper_parameters"]["optimizer"]["_target_"] == "torch.optim.Adam" and saved["hyper_parameters"]["scheduler"] is None
     assert "optimizer_states" not in saved and set(saved) == {"format", "hyper_parameters", "state_dict"}
     assert np.array_equal(Predictor.from_checkpoint(out).probabilities(digits), predictor.probabilities(digits))
 

@@ -27,27 +27,37 @@ from digitrec.mnist import SHA256
 
 BAD_OVERRIDES = [
     # model
-    ("model.lr=-1", "config error at model.lr: got -1.0, expected a positive number"),
-    ("model.lr=0", "config error at model.lr"),
-    ("model.lr=fast", "config error at model.lr"),
-    ("model.lr=null", "config error at model.lr"),
-    ("model.hidden_sizes=[]", "config error at model.hidden_sizes"),
-    ("model.hidden_sizes=[500,0]", "config error at model.hidden_sizes"),
-    ("model.hidden_sizes=[-5]", "config error at model.hidden_sizes"),
-    ("model.hidden_sizes=abc", "config error at model.hidden_sizes"),
-    ("model.hidden_sizes=[100000000]", "parameters"),
-    ("model.hidden_sizes=[1000000,1000000]", "parameters"),
+    ("model.optimizer.lr=-1", "config error at model.optimizer.lr: got -1, expected a positive number"),
+    ("model.optimizer.lr=0", "config error at model.optimizer.lr"),
+    ("model.optimizer.lr=fast", "config error at model.optimizer.lr"),
+    ("model.optimizer.lr=null", "config error at model.optimizer"),
+    ("model.net.hidden_sizes=[]", "config error at model.net.hidden_sizes"),
+    ("model.net.hidden_sizes=[500,0]", "config error at model.net.hidden_sizes"),
+    ("model.net.hidden_sizes=[-5]", "config error at model.net.hidden_sizes"),
+    ("model.net.hidden_sizes=abc", "config error at model.net.hidden_sizes"),
+    ("model.net.hidden_sizes=[100000000]", "parameters"),
+    ("model.net.hidden_sizes=[1000000,1000000]", "parameters"),
     ("model.optimizer=rmsprop", "config error at model.optimizer"),
-    ("model.weight_decay=-1", "config error at model.weight_decay"),
-    ("model.momentum=1.5", "config error at model.momentum"),
-    ("model.lr_schedule=step", "config error at model.lr_schedule"),
-    ("model.input_size=100", "config error at model.input_size"),
-    ("model.num_classes=5", "config error at model.num_classes"),
-    ("model.std=0", "config error at model.std"),
+    ("model/optimizer=rmsprop", "Could not find 'model/optimizer/rmsprop'"),
+    ("model.optimizer._target_=torch.optim.Adamm", "config error at model.optimizer._target_: no class torch.optim.Adamm"),
+    ("model.optimizer.weight_decay=-1", "config error at model.optimizer.weight_decay"),
+    ("model/optimizer=sgd model.optimizer.momentum=1.5", "config error at model.optimizer.momentum"),
+    ("+model.optimizer.momentum=0.9", "config error at model.optimizer.momentum: torch.optim.Adam takes no argument momentum"),
+    ("model/scheduler=cosine model.scheduler.interval=batch", "config error at model.scheduler.interval"),
+    ("model/scheduler=nope", "Could not find 'model/scheduler/nope'"),
+    ("model.net.input_size=100", "config error at model.net.input_size"),
+    ("model.net.num_classes=5", "config error at model.net.num_classes"),
+    ("model.net.std=0", "config error at model.net.std"),
+    ("model.net.dropout=1.5", "config error at model.net.dropout"),
+    ("model/net=cnn model.net.channels=[]", "config error at model.net.channels"),
+    ("model/net=custom", "config error at model.net._target_: missing"),
+    ("model.label_smoothing=1.5", "config error at model.label_smoothing"),
+    ("data/augment=affine data.augment.p=2", "config error at data.augment.p"),
     ("+model.dropout=0.5", "config error at model.dropout: unknown key"),
     ("model.foo=1", "bad override: Could not override 'model.foo'"),
+    ("model.lr=0.001", "bad override: Could not override 'model.lr'"),
     ("model=transformer", "Could not find 'model/transformer'"),
-    ("model.lr=[", "bad override"),
+    ("model.optimizer.lr=[", "bad override"),
     # data
     ("data.batch_size=0", "config error at data.batch_size"),
     ("data.batch_size=-5", "config error at data.batch_size"),
@@ -143,7 +153,7 @@ def test_output_root_under_a_file_is_refused(tmp_path):
 
 
 def test_a_sweep_with_an_unknown_added_key_stops_before_its_first_job(tmp_path):
-    result = run_digitrec("train", "-m", "+seeed=1", "model.lr=1e-3,3e-4", cwd=tmp_path, timeout=120)
+    result = run_digitrec("train", "-m", "+seeed=1", "model.optimizer.lr=1e-3,3e-4", cwd=tmp_path, timeout=120)
     assert_refused(result, "config error at seeed: unknown key", tmp_path)
 
 
@@ -258,7 +268,7 @@ def test_a_killed_run_shows_as_unfinished_and_damages_nothing(tmp_path):
 def test_a_run_that_stopped_learning_fails_with_exit_1_and_says_why(lr, reason, tmp_path):
     result = run_digitrec(
         "train",
-        f"model.lr={lr}",
+        f"model.optimizer.lr={lr}",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=120",
         "trainer.limit_val_batches=2",
@@ -267,7 +277,7 @@ def test_a_run_that_stopped_learning_fails_with_exit_1_and_says_why(lr, reason, 
     )
     assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"digitrec: error: {reason}") and "model.lr" in last, last
+    assert last.startswith(f"digitrec: error: {reason}") and "model.optimizer.lr" in last, last
     (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "failed" and metrics["reason"] == last.removeprefix("digitrec: error: ")
@@ -281,7 +291,7 @@ def test_a_divergent_lr_in_a_sweep_is_a_failed_job_and_the_sweep_exits_1_after_i
     result = run_digitrec(
         "train",
         "-m",
-        "model.lr=0.001,1000",
+        "model.optimizer.lr=0.001,1000",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=120",
         "trainer.limit_val_batches=2",
@@ -293,8 +303,8 @@ def test_a_divergent_lr_in_a_sweep_is_a_failed_job_and_the_sweep_exits_1_after_i
     assert "failed: training " in result.stdout
     assert result.stderr.strip().splitlines()[-1] == "digitrec: error: 1 of the sweep's jobs failed (see the status column above)"
     (sweep_dir,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
-    failed = json.loads((sweep_dir / "1_model.lr=1000" / "metrics.json").read_text())
-    assert failed["status"] == "failed" and "model.lr" in failed["reason"]
+    failed = json.loads((sweep_dir / "1_model.optimizer.lr=1000" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "model.optimizer.lr" in failed["reason"]
 
 
 # --- MNIST downloads, for real, from a local mirror -------------------------------------------------
@@ -416,7 +426,7 @@ def test_two_processes_preparing_one_folder_download_each_file_once(mnist_dir, t
 
 @pytest.mark.slow
 def test_ctrl_c_in_a_sweep_exits_130(tmp_path):
-    process = start_training(tmp_path, "-m", "model.lr=1e-3,3e-4", *LONG_RUN)
+    process = start_training(tmp_path, "-m", "model.optimizer.lr=1e-3,3e-4", *LONG_RUN)
     wait_for_epochs(process, 2)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)

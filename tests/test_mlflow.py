@@ -24,7 +24,7 @@ def store(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("mlflow")
     single = run_digitrec("train", "logger=mlflow", *TINY_TRAIN, cwd=cwd)
     assert single.returncode == 0, single.stderr[-3000:]
-    sweep = run_digitrec("train", "-m", "logger=many", "model.lr=1e-3,3e-4", *TINY_TRAIN, cwd=cwd)
+    sweep = run_digitrec("train", "-m", "logger=many", "model.optimizer.lr=1e-3,3e-4", *TINY_TRAIN, cwd=cwd)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     from mlflow import MlflowClient
 
@@ -47,7 +47,8 @@ def test_a_run_has_its_config_metrics_and_test_figures_in_mlflow(store):
     assert run.info.run_name == run_dir.name, "named by its directory: what differs, then the time"
     assert run.info.status == "FINISHED"
     params = run.data.params
-    assert params["model.lr"] == "0.001" and params["model.hidden_sizes"] == "[500, 100]"
+    assert params["model.optimizer.lr"] == "0.001" and params["model.net.hidden_sizes"] == "[500, 100]"
+    assert params["model.net"] == "MLP" and params["model.optimizer"] == "Adam" and params["model.scheduler"] == "None"
     assert params["data.batch_size"] == "100" and params["trainer.max_epochs"] == "1" and params["seed"] == "12345"
     assert params["trainer.limit_train_batches"] == "20" and params["experiment"] == "none"
     assert not any(key.startswith("_") or "._" in key for key in params), "no _target_ keys"
@@ -71,12 +72,12 @@ def test_each_job_of_a_sweep_is_a_run_of_the_sweeps_own_experiment(store):
     client, outputs = store
     (sweep_dir,) = (outputs / "train" / "multiruns").iterdir()
     runs = runs_of(client, f"train/multiruns/{sweep_dir.name}")
-    assert sorted(r.info.run_name for r in runs) == ["0_model.lr=0.001", "1_model.lr=0.0003"]
+    assert sorted(r.info.run_name for r in runs) == ["0_model.optimizer.lr=0.001", "1_model.optimizer.lr=0.0003"]
     for run in runs:
         job_dir = sweep_dir / run.info.run_name
         metrics = json.loads((job_dir / "metrics.json").read_text())
         assert run.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
-        assert float(run.data.params["model.lr"]) == pytest.approx(3e-4 if "0.0003" in run.info.run_name else 1e-3)
+        assert float(run.data.params["model.optimizer.lr"]) == pytest.approx(3e-4 if "0.0003" in run.info.run_name else 1e-3)
         # logger=many: TensorBoard and CSV beside MLflow.
         assert list(job_dir.glob("events.out.tfevents.*")) and (job_dir / "csv" / "metrics.csv").is_file()
 

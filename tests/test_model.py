@@ -1,4 +1,4 @@
-"""The tutorial's MLP and its self-describing checkpoints."""
+"""The classifier (the tutorial's MLP by default) and its self-describing checkpoints."""
 
 import pickle
 
@@ -8,6 +8,11 @@ import torch
 from digitrec.checkpoint import export_model, load_checkpoint, load_model
 from digitrec.errors import DigitrecError
 from digitrec.model import DigitClassifier
+
+
+def mlp(*hidden_sizes: int) -> dict:
+    """A network record for an MLP of these hidden widths (the tutorial's other settings)."""
+    return {"_target_": "digitrec.nets.MLP", "hidden_sizes": list(hidden_sizes)}
 
 
 def test_shapes_and_layers():
@@ -25,17 +30,28 @@ def test_uint8_and_unit_float_inputs_agree():
 
 
 def test_hyperparameters_are_plain_types():
-    from omegaconf import ListConfig
+    from omegaconf import ListConfig, OmegaConf
 
-    model = DigitClassifier(hidden_sizes=ListConfig([64, 32]), lr=3e-4)
-    assert model.hparams.hidden_sizes == [64, 32] and type(model.hparams.hidden_sizes) is list
+    net = OmegaConf.create({"_target_": "digitrec.nets.MLP", "hidden_sizes": ListConfig([64, 32])})
+    optimizer = OmegaConf.create({"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-4})
+    model = DigitClassifier(net=net, optimizer=optimizer)
+    assert model.hparams.net["hidden_sizes"] == [64, 32] and type(model.hparams.net["hidden_sizes"]) is list
+    assert type(model.hparams.net) is dict and type(model.hparams.optimizer) is dict and model.hparams.scheduler is None
+    assert model.lr == 3e-4 and model.num_classes == 10
+
+
+def test_the_defaults_are_the_tutorials():
+    hp = DigitClassifier().hparams
+    assert hp.net == {"_target_": "digitrec.nets.MLP", "input_size": 784, "hidden_sizes": [500, 100], "num_classes": 10}
+    assert hp.optimizer == {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "weight_decay": 0.0}
+    assert hp.scheduler is None and hp.label_smoothing == 0.0
 
 
 def test_exported_model_rebuilds_from_the_file_alone(tmp_path):
-    model = DigitClassifier(hidden_sizes=[32, 16]).eval()
+    model = DigitClassifier(net=mlp(32, 16)).eval()
     path = export_model(model, tmp_path / "model.ckpt")
     raw = torch.load(path, weights_only=True)  # plain types only
-    assert raw["hyper_parameters"]["hidden_sizes"] == [32, 16]
+    assert raw["format"] == "digitrec.model/2" and raw["hyper_parameters"]["net"]["hidden_sizes"] == [32, 16]
     rebuilt = load_model(path)
     images = torch.rand(4, 28, 28)
     torch.testing.assert_close(rebuilt(images), model(images))
@@ -153,7 +169,7 @@ def test_small_text_and_byte_files_are_one_clear_error(tmp_path):
 
 
 def test_truncated_checkpoints_are_one_clear_error(tmp_path):
-    good = export_model(DigitClassifier(hidden_sizes=[16]), tmp_path / "model.ckpt")
+    good = export_model(DigitClassifier(net=mlp(16)), tmp_path / "model.ckpt")
     data = good.read_bytes()
     cut = tmp_path / "cut.ckpt"
     for length in [0, 1, 10, 100, 500, len(data) // 3, len(data) // 2, len(data) - 100, len(data) - 1]:
@@ -168,9 +184,15 @@ def test_other_architectures_are_refused_by_name(tmp_path):
     torch.save({"state_dict": conv, "hyper_parameters": {"channels": 6}}, path)
     with pytest.raises(DigitrecError, match="does not match the digitrec model"):
         load_model(path)
-    wider = export_model(DigitClassifier(hidden_sizes=[64]), tmp_path / "wide.ckpt")
+    wider = export_model(DigitClassifier(net=mlp(64)), tmp_path / "wide.ckpt")
     checkpoint = load_checkpoint(wider)
-    checkpoint["hyper_parameters"]["hidden_sizes"] = [32]
+    checkpoint["hyper_parameters"]["net"]["hidden_sizes"] = [32]
+    torch.save(checkpoint, path)
+    with pytest.raises(DigitrecError, match="does not match the digitrec model"):
+        load_model(path)
+    cnn = export_model(DigitClassifier(net={"_target_": "digitrec.nets.CNN", "channels": [4], "hidden_size": 8}), tmp_path / "cnn.ckpt")
+    checkpoint = load_checkpoint(cnn)
+    checkpoint["hyper_parameters"]["net"]["channels"] = [8]
     torch.save(checkpoint, path)
     with pytest.raises(DigitrecError, match="does not match the digitrec model"):
         load_model(path)

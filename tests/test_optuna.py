@@ -44,7 +44,8 @@ def test_the_search_config_composes_with_a_stored_seeded_study(tmp_path):
     assert sweeper["sampler"]["seed"] == "${seed}"
     assert sweeper["storage"] == "sqlite:///${hydra.sweep.dir}/optuna.db"
     assert hydra["sweep"]["dir"] == "${paths.output_root}/${task_name}/optuna/${hydra.sweeper.study_name}"
-    assert {"model.lr", "data.batch_size", "model.hidden_sizes", "model.optimizer"} <= set(sweeper["params"])
+    assert {"model.optimizer.lr", "data.batch_size", "model.net.hidden_sizes", "model/optimizer"} <= set(sweeper["params"])
+    assert {"model.net.dropout", "model.net.norm", "model/scheduler", "data/augment"} <= set(sweeper["params"])
 
 
 def test_the_search_prunes_by_val_acc_with_a_median_pruner(tmp_path):
@@ -61,22 +62,35 @@ def test_the_search_space_speaks_hydras_sweep_syntax():
 
     from digitrec.optuna_search import search_space
 
-    params = {"model.lr": "tag(log, interval(1e-4, 1e-2))", "data.batch_size": "choice(32, 64)", "model.hidden_sizes": "choice([500,100], [800])"}
-    space = search_space(params, ["trainer.max_epochs=range(3,11)", "+model.momentum=interval(0, 0.5)", "data.batch_size=128"])
+    params = {
+        "model.optimizer.lr": "tag(log, interval(1e-4, 1e-2))",
+        "data.batch_size": "choice(32, 64)",
+        "model.net.hidden_sizes": "choice([500,100], [800])",
+        "model/scheduler": "choice(none, cosine)",
+    }
+    space = search_space(params, ["trainer.max_epochs=range(3,11)", "+model.optimizer.momentum=interval(0, 0.5)", "data.batch_size=128"])
     dims = space.dimensions
-    assert dims["model.lr"] == FloatDistribution(1e-4, 1e-2, log=True)
-    assert dims["model.hidden_sizes"] == CategoricalDistribution(["[500,100]", "[800]"])
+    assert dims["model.optimizer.lr"] == FloatDistribution(1e-4, 1e-2, log=True)
+    assert dims["model.net.hidden_sizes"] == CategoricalDistribution(["[500,100]", "[800]"])
+    assert dims["model/scheduler"] == CategoricalDistribution(["none", "cosine"]), "a config group is a dimension like any key"
     assert dims["trainer.max_epochs"] == IntDistribution(3, 10), "range stops before its end, as in Hydra"
-    assert dims["+model.momentum"] == FloatDistribution(0.0, 0.5), "interval: floats, as in Hydra"
+    assert dims["+model.optimizer.momentum"] == FloatDistribution(0.0, 0.5), "interval: floats, as in Hydra"
     assert "data.batch_size" not in dims and space.fixed == ["data.batch_size=128"], "KEY=VALUE fixes a dimension"
-    params = {"model.lr": 0.001, "model.hidden_sizes": "[800]", "trainer.max_epochs": 4, "+model.momentum": 0.25}
+    params = {"model.optimizer.lr": 0.001, "model.net.hidden_sizes": "[800]", "model/scheduler": "cosine", "trainer.max_epochs": 4}
+    params["+model.optimizer.momentum"] = 0.25
     assert space.overrides(params) == [
         "data.batch_size=128",
-        "model.lr=0.001",
-        "model.hidden_sizes=[800]",
+        "model.optimizer.lr=0.001",
+        "model.net.hidden_sizes=[800]",
+        "model/scheduler=cosine",
         "trainer.max_epochs=4",
-        "+model.momentum=0.25",
+        "+model.optimizer.momentum=0.25",
     ]
+    # ~KEY leaves a dimension of hydra.sweeper.params out, e.g. hidden_sizes when searching over CNNs.
+    searched = {"model.optimizer.lr": "tag(log, interval(1e-4, 1e-2))", "model.net.hidden_sizes": "choice([500,100], [800])"}
+    space = search_space(searched, ["model/net=choice(mlp,cnn)", "~model.net.hidden_sizes"])
+    assert "model.net.hidden_sizes" not in space.dimensions and "~model.net.hidden_sizes" not in space.fixed
+    assert space.dimensions["model/net"] == CategoricalDistribution(["mlp", "cnn"]) and "model.optimizer.lr" in space.dimensions
     assert search_space({"data.batch_size": "choice(32, 64)"}, ["data.batch_size=choice(16,32)"]).dimensions == {
         "data.batch_size": CategoricalDistribution([16, 32])
     }, "a sweep on the command line replaces the config's"
@@ -142,7 +156,7 @@ def test_failed_and_pruned_trials_are_recorded_with_jobs_in_other_processes(tmp_
     search = [
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=6",
-        "model.lr=choice(-1.0,1e-6,1e-3)",
+        "model.optimizer.lr=choice(-1.0,1e-6,1e-3)",
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=5",
         "trainer.limit_val_batches=2",
@@ -162,11 +176,11 @@ def test_failed_and_pruned_trials_are_recorded_with_jobs_in_other_processes(tmp_
     assert {"COMPLETE", "PRUNED", "FAIL"} <= states, states
     for trial in study.trials:
         job = recorded[trial.number]
-        if trial.params["model.lr"] == -1.0:
+        if trial.params["model.optimizer.lr"] == -1.0:
             assert trial.state.name == "FAIL" and job["status"] == "failed"
-            assert "config error at model.lr" in job["reason"] and trial.user_attrs["reason"] == job["reason"]
+            assert "config error at model.optimizer.lr" in job["reason"] and trial.user_attrs["reason"] == job["reason"]
         elif trial.state.name == "PRUNED":
-            assert trial.params["model.lr"] == 1e-6, "only the hopeless learning rate is pruned"
+            assert trial.params["model.optimizer.lr"] == 1e-6, "only the hopeless learning rate is pruned"
             assert list(trial.intermediate_values) == [0], "stopped after its first epoch"
             assert job["status"] == "pruned" and job["epochs"] == 1 and "below the median" in job["reason"]
         else:

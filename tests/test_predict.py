@@ -334,10 +334,14 @@ def test_a_malicious_checkpoint_through_the_real_command(photo_files, tmp_path):
         ({"state_dict": {"net.layers.0.weight": torch.zeros(2, 2)}, "hyper_parameters": {"input_size": 784}}, "does not match"),
         (
             {"state_dict": {}, "hyper_parameters": {"input_size": 10, "hidden_sizes": [4], "num_classes": 2, "mean": 0.0, "std": 1.0}},
+            "it expects 10 inputs, not 28x28 images",
+        ),
+        (
+            {"state_dict": {}, "hyper_parameters": {"net": {"_target_": "digitrec.nets.CNN", "channels": [4]}, "optimizer": {}, "scheduler": None}},
             "does not match",
         ),
     ],
-    ids=["empty", "corrupt", "foreign", "incomplete", "other-shapes"],
+    ids=["empty", "corrupt", "foreign", "incomplete", "other-inputs", "cnn-without-weights"],
 )
 def test_checkpoints_that_are_not_digitrec_models(photo_files, tmp_path, content, message, capsys):
     path = tmp_path / "model.ckpt"
@@ -409,13 +413,13 @@ def test_without_ckpt_a_sweeps_best_job_is_used_not_its_last(model_ckpt, tmp_pat
     sweep.mkdir(parents=True)
     (sweep / "optuna.db").write_bytes(b"")
     for num, (acc, status, mtime) in enumerate([(0.93, "ok", 2_000_000), (0.97, "failed", 2_100_000), (0.79, "ok", 2_200_000)]):
-        job = sweep / f"{num}_model.lr={num}"
+        job = sweep / f"{num}_model.optimizer.lr={num}"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "config.yaml").write_text("optimized_metric: val/acc_best\n")
         (job / "model.ckpt").write_bytes(model_ckpt.read_bytes())
         write_record(job, {"status": status, "val/acc_best": acc, "model_path": str(job / "model.ckpt")}, mtime)
     ckpt, source = choose_checkpoint(tmp_path / "outputs")
-    assert ckpt == sweep / "0_model.lr=0" / "model.ckpt"
+    assert ckpt == sweep / "0_model.optimizer.lr=0" / "model.ckpt"
     assert "the best job (val/acc_best 0.9300) of the sweep" in source
 
 

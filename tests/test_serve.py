@@ -147,7 +147,8 @@ def test_health_and_model(server, model_ckpt):
     assert status == 200 and health["status"] == "ok"
     status, model = server.request("GET", "/model")
     assert status == 200
-    assert model["architecture"] == "MLP 784-500-100-10 (ReLU)" and model["hidden_sizes"] == [500, 100]
+    assert model["architecture"] == "MLP 784-500-100-10 (relu)" and model["num_classes"] == 10
+    assert model["net"]["_target_"] == "digitrec.nets.MLP" and model["net"]["hidden_sizes"] == [500, 100]
     assert model["parameters"] == 784 * 500 + 500 + 500 * 100 + 100 + 100 * 10 + 10
     assert model["checkpoint"] == str(model_ckpt.resolve())
     assert model["test_accuracy"] is None  # this model.ckpt is not from a run with metrics.json

@@ -32,10 +32,15 @@ def fake_job(sweep_dir: Path, name: str, overrides: list[str], metrics: dict | N
 def past_sweep(tmp_path) -> Path:
     sweep = tmp_path / "2024-01-01_00-00-00_abcdef"
     ok = {"status": "ok", "test/acc": 0.97, "test/loss": 0.1, "epochs": 5, "train_seconds": 12.5}
-    fake_job(sweep, "0_model.lr=0.1", ["model.lr=0.1", "trainer.max_epochs=5"], {**ok, "val/acc_best": 0.95})
-    fake_job(sweep, "1_model.lr=-1", ["model.lr=-1", "trainer.max_epochs=5"], {"status": "failed", "reason": "config error at model.lr: got -1"})
-    fake_job(sweep, "2_model.lr=0.001", ["model.lr=0.001", "trainer.max_epochs=5"], {**ok, "val/acc_best": 0.98})
-    fake_job(sweep, "3_model.lr=0.01", ["model.lr=0.01", "trainer.max_epochs=5"], None)  # killed mid-run
+    fake_job(sweep, "0_model.optimizer.lr=0.1", ["model.optimizer.lr=0.1", "trainer.max_epochs=5"], {**ok, "val/acc_best": 0.95})
+    fake_job(
+        sweep,
+        "1_model.optimizer.lr=-1",
+        ["model.optimizer.lr=-1", "trainer.max_epochs=5"],
+        {"status": "failed", "reason": "config error at model.optimizer.lr: got -1"},
+    )
+    fake_job(sweep, "2_model.optimizer.lr=0.001", ["model.optimizer.lr=0.001", "trainer.max_epochs=5"], {**ok, "val/acc_best": 0.98})
+    fake_job(sweep, "3_model.optimizer.lr=0.01", ["model.optimizer.lr=0.01", "trainer.max_epochs=5"], None)  # killed mid-run
     return sweep
 
 
@@ -44,17 +49,17 @@ def test_summary_ranks_by_objective_marks_best_and_keeps_failures(past_sweep):
     rows = list(csv.DictReader((past_sweep / "summary.csv").open()))
     assert [r["job"] for r in rows] == ["2", "0", "1", "3"], "best first, then failed, then unfinished"
     assert rows[0]["best"] == "yes" and rows[0]["rank"] == "1" and rows[1]["best"] == ""
-    assert rows[2]["status"] == "failed" and rows[2]["reason"] == "config error at model.lr: got -1"
+    assert rows[2]["status"] == "failed" and rows[2]["reason"] == "config error at model.optimizer.lr: got -1"
     assert rows[3]["status"] == "unfinished"
-    assert float(rows[0]["val/acc_best"]) == 0.98 and rows[0]["overrides"] == "model.lr=0.001 trainer.max_epochs=5"
+    assert float(rows[0]["val/acc_best"]) == 0.98 and rows[0]["overrides"] == "model.optimizer.lr=0.001 trainer.max_epochs=5"
 
     assert (past_sweep / "summary.md").read_text() == text
     lines = text.splitlines()
     assert "4 jobs: 2 ok, 1 failed, 1 unfinished. Sorted by val/acc_best (higher is better)." in lines
     assert "Overrides of every job: trainer.max_epochs=5" in lines
     table = [line for line in lines if line.startswith("| ")]
-    assert table[1].startswith("| 1 best | 2 ") and "model.lr=0.001 " in table[1] and "| 12.5 s" in table[1]
-    assert "failed: config error at model.lr: got -1" in table[3]
+    assert table[1].startswith("| 1 best | 2 ") and "model.optimizer.lr=0.001 " in table[1] and "| 12.5 s" in table[1]
+    assert "failed: config error at model.optimizer.lr: got -1" in table[3]
 
 
 def test_sweep_report_recreates_the_summary_of_a_past_sweep(past_sweep, tmp_path):
@@ -73,7 +78,7 @@ def test_sweep_report_mistakes_are_one_line(args, message, tmp_path):
 
 def test_directory_names_say_what_differs_without_nesting_or_overflowing():
     assert overrides_suffix("") == ""
-    assert overrides_suffix("data.batch_size=64,model.lr=0.001") == "_data.batch_size=64,model.lr=0.001"
+    assert overrides_suffix("data.batch_size=64,model.optimizer.lr=0.001") == "_data.batch_size=64,model.optimizer.lr=0.001"
     assert "/" not in overrides_suffix("data.data_dir=/some/where")
     long_a, long_b = overrides_suffix("x" * 300 + "a"), overrides_suffix("x" * 300 + "b")
     assert len(long_a) <= 121 and long_a != long_b
@@ -85,8 +90,9 @@ def test_directory_names_say_what_differs_without_nesting_or_overflowing():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.lrr=1e-3,3e-4", "bad override: Could not override 'model.lrr'"),
-        ("model=mlp,transformer", "Could not find 'model/transformer'"),
+        ("model.optimizer.lrr=1e-3,3e-4", "bad override: Could not override 'model.optimizer.lrr'"),
+        ("model=default,transformer", "Could not find 'model/transformer'"),
+        ("model/net=mlp,transformer", "Could not find 'model/net/transformer'"),
         ("hydra/launcher=slurmm", "Could not find 'hydra/launcher/slurmm'"),
     ],
 )
@@ -104,7 +110,7 @@ def test_a_sweep_with_a_bad_key_or_config_name_stops_before_its_first_job(overri
 def sweep(tmp_path_factory):
     """A real 3-job sweep: one good job, one bad value, one that diverges to NaN."""
     cwd = tmp_path_factory.mktemp("sweep")
-    result = run_digitrec("train", "-m", "model.optimizer=sgd", "model.lr=0.1,-1,1e6", *TINY_TRAIN, cwd=cwd)
+    result = run_digitrec("train", "-m", "model/optimizer=sgd", "model.optimizer.lr=0.1,-1,1e6", *TINY_TRAIN, cwd=cwd)
     # Failed jobs: the summary is still printed, then the sweep exits 1.
     assert result.returncode == 1 and "3 jobs: 1 ok, 2 failed" in result.stdout, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == "digitrec: error: 2 of the sweep's jobs failed (see the status column above)"
@@ -116,23 +122,29 @@ def sweep(tmp_path_factory):
 def test_each_job_has_its_own_directory_named_by_what_differs(sweep):
     _, sweep_dir, _ = sweep
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
-    assert jobs == ["0_model.lr=0.1", "1_model.lr=-1", "2_model.lr=1000000.0"]
-    config = yaml.safe_load((sweep_dir / "0_model.lr=0.1" / ".hydra" / "config.yaml").read_text())
-    assert config["model"]["lr"] == 0.1 and config["model"]["optimizer"] == "sgd" and config["trainer"]["max_epochs"] == 1
-    assert (sweep_dir / "0_model.lr=0.1" / "checkpoints" / "last.ckpt").is_file()
-    assert list((sweep_dir / "0_model.lr=0.1").glob("events.out.tfevents.*"))
+    assert jobs == ["0_model.optimizer.lr=0.1", "1_model.optimizer.lr=-1", "2_model.optimizer.lr=1000000.0"]
+    config = yaml.safe_load((sweep_dir / "0_model.optimizer.lr=0.1" / ".hydra" / "config.yaml").read_text())
+    optimizer = config["model"]["optimizer"]
+    assert optimizer["lr"] == 0.1 and optimizer["_target_"] == "torch.optim.SGD" and config["trainer"]["max_epochs"] == 1
+    assert (sweep_dir / "0_model.optimizer.lr=0.1" / "checkpoints" / "last.ckpt").is_file()
+    assert list((sweep_dir / "0_model.optimizer.lr=0.1").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.slow
 def test_failed_jobs_are_recorded_and_the_sweep_goes_on(sweep):
     _, sweep_dir, result = sweep
     good, bad, diverged = (
-        json.loads((sweep_dir / name / "metrics.json").read_text()) for name in ("0_model.lr=0.1", "1_model.lr=-1", "2_model.lr=1000000.0")
+        json.loads((sweep_dir / name / "metrics.json").read_text())
+        for name in ("0_model.optimizer.lr=0.1", "1_model.optimizer.lr=-1", "2_model.optimizer.lr=1000000.0")
     )
     assert good["status"] == "ok" and 0.5 < good["test/acc"] <= 1 and good["epochs"] == 1
-    assert bad == {**bad, "status": "failed", "reason": "config error at model.lr: got -1.0, expected a positive number, e.g. model.lr=0.001"}
+    assert bad == {
+        **bad,
+        "status": "failed",
+        "reason": "config error at model.optimizer.lr: got -1, expected a positive number, e.g. model.optimizer.lr=0.001",
+    }
     assert diverged["status"] == "failed" and diverged["reason"].startswith("training diverged: train/loss is nan in epoch 1")
-    assert "digitrec: job 1 failed: config error at model.lr" in result.stderr
+    assert "digitrec: job 1 failed: config error at model.optimizer.lr" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -143,7 +155,7 @@ def test_the_summary_is_printed_and_written_at_the_end(sweep):
     assert "3 jobs: 1 ok, 2 failed. Sorted by val/acc_best (higher is better)." in result.stdout
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
     assert [(r["job"], r["best"], r["status"]) for r in rows] == [("0", "yes", "ok"), ("1", "", "failed"), ("2", "", "failed")]
-    assert rows[0]["overrides"].split() == ["model.optimizer=sgd", "model.lr=0.1", *TINY_TRAIN]
+    assert rows[0]["overrides"].split() == ["model/optimizer=sgd", "model.optimizer.lr=0.1", *TINY_TRAIN]
     printed = result.stdout[result.stdout.index("# Sweep summary") :].split("\nsummary: ")[0]
     assert (sweep_dir / "summary.md").read_text().strip() == printed.strip()
 
@@ -162,7 +174,7 @@ def test_sweep_report_gives_the_same_summary_again(sweep):
 @pytest.mark.slow
 def test_two_sweeps_started_in_the_same_second_get_their_own_directories(tmp_path):
     env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir())}
-    command = [sys.executable, "-m", "digitrec", "train", "-m", "model.lr=1e-3,3e-4", "debug=fdr", "progress=lines"]
+    command = [sys.executable, "-m", "digitrec", "train", "-m", "model.optimizer.lr=1e-3,3e-4", "debug=fdr", "progress=lines"]
     runs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for run in runs:
         _, err = run.communicate(timeout=300)
@@ -170,12 +182,14 @@ def test_two_sweeps_started_in_the_same_second_get_their_own_directories(tmp_pat
     sweeps = list((tmp_path / "outputs" / "train" / "multiruns").iterdir())
     assert len(sweeps) == 2
     for sweep_dir in sweeps:
-        assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0_model.lr=0.001", "1_model.lr=0.0003"]
+        assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0_model.optimizer.lr=0.001", "1_model.optimizer.lr=0.0003"]
 
 
 @pytest.mark.slow
 def test_the_parallel_launcher_runs_the_jobs_in_other_processes(tmp_path):
-    result = run_digitrec("train", "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "model.lr=1e-3,3e-4", *TINY_TRAIN, cwd=tmp_path)
+    result = run_digitrec(
+        "train", "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "model.optimizer.lr=1e-3,3e-4", *TINY_TRAIN, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
     (sweep_dir,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
@@ -195,7 +209,7 @@ def test_the_slurm_launcher_config_composes(tmp_path):
 def test_ddp_in_a_sweep_runs_each_job_once_in_spawned_processes(tmp_path):
     """ddp re-runs the command line on each extra device: in a sweep, the whole sweep again."""
     ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
-    result = run_digitrec("train", "-m", "model.lr=1e-3", *ddp, *TINY_TRAIN, cwd=tmp_path, timeout=600)
+    result = run_digitrec("train", "-m", "model.optimizer.lr=1e-3", *ddp, *TINY_TRAIN, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
     (job,) = [p for p in sweep_dir.iterdir() if p.is_dir()]
@@ -222,7 +236,14 @@ def test_the_submitit_launcher_runs_the_jobs_through_submitit(tmp_path):
     """hydra/launcher=slurm's code path (Hydra's submitit launcher: pickled jobs, submitit's job
     folders, results read back) with submitit's local executor in place of SLURM."""
     result = run_digitrec(
-        "train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "model.lr=1e-3,3e-4", *TINY_TRAIN, cwd=tmp_path, timeout=600
+        "train",
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "model.optimizer.lr=1e-3,3e-4",
+        *TINY_TRAIN,
+        cwd=tmp_path,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()

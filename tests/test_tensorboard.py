@@ -82,7 +82,7 @@ def board(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("tensorboard")
     single = run_digitrec("train", *STEPS, cwd=cwd)
     assert single.returncode == 0, single.stderr[-3000:]
-    sweep = run_digitrec("train", "-m", "model.lr=1e-3,3e-4", *STEPS, cwd=cwd)
+    sweep = run_digitrec("train", "-m", "model.optimizer.lr=1e-3,3e-4", *STEPS, cwd=cwd)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     server = TensorBoard(cwd / "outputs")
     try:
@@ -103,7 +103,7 @@ def test_runs_share_one_root_and_are_named_by_what_differs(board):
         single
     )
     swept = sorted(r for r in runs if r.startswith("train/multiruns/"))
-    assert [r.rsplit("/", 1)[1] for r in swept] == ["0_model.lr=0.001", "1_model.lr=0.0003"]
+    assert [r.rsplit("/", 1)[1] for r in swept] == ["0_model.optimizer.lr=0.001", "1_model.optimizer.lr=0.0003"]
     assert len({r.rsplit("/", 1)[0] for r in swept}) == 1, "one sweep directory: its curves overlay"
 
 
@@ -147,9 +147,10 @@ def test_hparams_tab_has_each_runs_settings_and_results(board):
     assert set(by_run) == set(runs)
     for run, group in by_run.items():
         hparams = group["hparams"]
-        assert hparams["model.lr"] == pytest.approx(3e-4 if "0.0003" in run else 1e-3)
-        assert hparams["model.hidden_sizes"] == "[500, 100]" and hparams["data.batch_size"] == "100"
-        assert hparams["experiment"] == "none" and hparams["model.optimizer"] == "adam"
+        assert hparams["model.optimizer.lr"] == pytest.approx(3e-4 if "0.0003" in run else 1e-3)
+        assert hparams["model.net.hidden_sizes"] == "[500, 100]" and hparams["data.batch_size"] == "100"
+        assert hparams["experiment"] == "none" and hparams["model.optimizer"] == "Adam" and hparams["model.net"] == "MLP"
+        assert hparams["model.scheduler"] == "none" and hparams["data.augment"] == "none" and hparams["model.net.dropout"] == 0.0
         metrics = json.loads((outputs / run / "metrics.json").read_text())
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         assert set(values) == {"val/acc_best", "test/acc"}
@@ -161,11 +162,14 @@ def test_images_tab_has_the_misclassified_digits_and_the_confusion_matrix(board)
     server, runs, _ = board
     tags = server.get("/data/plugin/images/tags")
     for run in runs:
-        assert {"test/misclassified", "test/confusion_matrix"} <= set(tags[run])
+        assert {"test/misclassified", "test/confusion_matrix", "train/images"} <= set(tags[run])
     (image,) = server.get("/data/plugin/images/images", run=runs[0], tag="test/misclassified")
     png = server.get("/data/plugin/images/individualImage", **dict(urllib.parse.parse_qsl(image["query"])))
     picture = Image.open(io.BytesIO(png))
     assert picture.format == "PNG" and picture.size == (484, 24 + 8 * 76), "64 digits, 8 by 8"
+    (batch,) = server.get("/data/plugin/images/images", run=runs[0], tag="train/images")
+    png = server.get("/data/plugin/images/individualImage", **dict(urllib.parse.parse_qsl(batch["query"])))
+    assert Image.open(io.BytesIO(png)).format == "PNG", "the first training batch, once per run"
 
 
 def test_make_tensorboard_serves_outputs_on_loopback_only():

@@ -41,10 +41,15 @@ def test_run_directory_holds_config_logs_checkpoints_and_metrics(tiny_run):
 def test_exported_model_ckpt_is_plain_and_self_describing(tiny_run):
     _, run_dir, _ = tiny_run
     exported = torch.load(run_dir / "model.ckpt", weights_only=True)
-    assert exported["hyper_parameters"]["hidden_sizes"] == [500, 100]
+    assert exported["format"] == "digitrec.model/2"
+    hp = exported["hyper_parameters"]
+    assert set(hp) == {"net", "optimizer", "scheduler", "label_smoothing"}
+    assert hp["net"]["_target_"] == "digitrec.nets.MLP" and hp["net"]["hidden_sizes"] == [500, 100]
+    assert hp["optimizer"] == {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.001, "weight_decay": 0.0}
+    assert hp["scheduler"] is None and hp["label_smoothing"] == 0.0
     assert exported["state_dict"]["net.layers.0.weight"].shape == (500, 784)
     lightning_ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert lightning_ckpt["hyper_parameters"]["lr"] == 0.001
+    assert lightning_ckpt["hyper_parameters"] == hp
 
 
 def test_output_is_short_without_a_terminal(tiny_run):
@@ -80,10 +85,12 @@ def test_resume_continues_from_last_checkpoint(tiny_run):
 
 def test_resume_refuses_another_architecture(tiny_run):
     cwd, run_dir, _ = tiny_run
-    result = run_digitrec("train", "model.hidden_sizes=[64]", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", cwd=cwd)
+    result = run_digitrec("train", "model.net.hidden_sizes=[64]", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", cwd=cwd)
     assert result.returncode != 0
-    assert "has model.hidden_sizes=[500, 100], but the config says [64]" in result.stderr
+    assert "has model.net.hidden_sizes=[500, 100], but the config says [64]" in result.stderr
     assert "Traceback" not in result.stderr
+    result = run_digitrec("train", "model/net=cnn", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", cwd=cwd)
+    assert result.returncode == 2 and "has model.net=digitrec.nets.MLP, but the config says digitrec.nets.CNN" in result.stderr, result.stderr
 
 
 def test_two_runs_started_together_get_their_own_directories(tmp_path):

@@ -17,6 +17,7 @@ import pickletools
 import secrets
 import warnings
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,9 @@ from digitrec.errors import DigitrecError, RunFailed, first_line
 if TYPE_CHECKING:
     from digitrec.model import DigitClassifier
 
-EXPORT_FORMAT = "digitrec.model/1"
+# /2: hyper_parameters hold net/optimizer/scheduler records with a _target_; /1 (the tutorial's MLP
+# as flat keys) still loads, see digitrec.nets.upgrade_hyper_parameters.
+EXPORT_FORMAT = "digitrec.model/2"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -98,21 +101,28 @@ def unsafe_globals(path: Path) -> list[str]:
     return sorted(name for name in names if not name.startswith(SAFE_GLOBAL_PREFIXES))
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "checkpoint") -> DigitClassifier:
-    """Rebuild the trained model from a loaded checkpoint alone."""
+def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "checkpoint", trusted: Sequence[str] = ()) -> DigitClassifier:
+    """Rebuild the trained model from a loaded checkpoint alone (any format since digitrec.model/1).
+    `trusted`: network classes besides digitrec's own that the file may name."""
     # Imported here: `load_checkpoint` serves `digitrec predict`, which must not pay for Lightning.
     from digitrec.model import DigitClassifier
+    from digitrec.nets import check_net_allowed, upgrade_hyper_parameters
 
+    hyper_parameters = upgrade_hyper_parameters(checkpoint["hyper_parameters"])
     try:
-        model = DigitClassifier(**checkpoint["hyper_parameters"])
+        check_net_allowed(hyper_parameters.get("net") or {}, trusted)
+    except DigitrecError as err:
+        raise DigitrecError(f"checkpoint {source}: {err}") from None
+    try:
+        model = DigitClassifier(**hyper_parameters)
         model.load_state_dict(checkpoint["state_dict"])
-    except (TypeError, RuntimeError, KeyError) as err:
+    except (TypeError, RuntimeError, KeyError, ValueError) as err:
         raise DigitrecError(f"checkpoint {source} does not match the digitrec model: {first_line(err)}") from None
     return model.eval()
 
 
-def load_model(path: str | Path) -> DigitClassifier:
-    return model_from_checkpoint(load_checkpoint(path), path)
+def load_model(path: str | Path, trusted: Sequence[str] = ()) -> DigitClassifier:
+    return model_from_checkpoint(load_checkpoint(path), path, trusted)
 
 
 def export_model(model: DigitClassifier, path: str | Path) -> Path:

@@ -194,8 +194,14 @@ def precheck(config_name: str, args: list[str]) -> list[str]:
     check_data_present(cfg)
     if config_name == "eval":  # a checkpoint that cannot be used is one line before the run starts
         from digitrec.checkpoint import load_checkpoint
+        from digitrec.config import trusted_classes
+        from digitrec.nets import check_net_allowed, upgrade_hyper_parameters
 
-        load_checkpoint(cfg.ckpt_path)
+        hyper_parameters = upgrade_hyper_parameters(load_checkpoint(cfg.ckpt_path)["hyper_parameters"])
+        try:
+            check_net_allowed(hyper_parameters["net"], trusted_classes(cfg))
+        except DigitrecError as err:
+            raise DigitrecError(f"checkpoint {cfg.ckpt_path}: {err}") from None
     if config_name == "train" and cfg.get("ckpt_path"):
         from digitrec.checkpoint import load_checkpoint, resume_checkpoint
 

@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,6 @@ if not OmegaConf.has_resolver("overrides_suffix"):
 if not OmegaConf.has_resolver("overrides_prefix"):
     OmegaConf.register_new_resolver("overrides_prefix", lambda dirname: f"{overrides_suffix(dirname)[1:]}_" if dirname else "")
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("constant", "cosine")
 # What a sweep may rank its jobs by: the numbers every run writes into metrics.json.
 OBJECTIVES = ("val/acc_best", "test/acc", "test/loss")
 
@@ -60,16 +58,11 @@ OBJECTIVES = ("val/acc_best", "test/acc", "test/loss")
 @dataclass
 class ModelSchema:
     _target_: str = "digitrec.model.DigitClassifier"
-    input_size: int = 784
-    hidden_sizes: list[int] = field(default_factory=lambda: [500, 100])
-    num_classes: int = 10
-    lr: float = 1e-3
-    mean: float = 0.1307
-    std: float = 0.3081
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    lr_schedule: str = "constant"
+    _recursive_: bool = False
+    net: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -82,6 +75,7 @@ class DataSchema:
     batch_size: int = 100
     eval_batch_size: int = 1000
     seed: int = 12345
+    augment: Any = None
 
 
 # numpy's and Python's generators take seeds in [0, 2**32): Lightning's seed_everything refuses others.
@@ -96,9 +90,21 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def parameter_count(input_size: int, hidden_sizes: list[int], num_classes: int) -> int:
-    widths = [input_size, *hidden_sizes, num_classes]
-    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+def parameter_count(net: DictConfig) -> int | None:
+    """The number of weights of one of digitrec's networks (None for another class)."""
+    target = net.get("_target_")
+    if target == "digitrec.nets.MLP":
+        widths = [net.get("input_size", 784), *net.get("hidden_sizes", [500, 100]), net.get("num_classes", 10)]
+        return sum(a * b + b for a, b in zip(widths, widths[1:]))
+    if target == "digitrec.nets.CNN":
+        k, width, size, count = net.get("kernel_size", 3), 1, 28, 0
+        for out in net.get("channels", [32, 64]):
+            for _ in range(net.get("convs_per_block", 2)):
+                count, width = count + width * out * k * k + out, out
+            size //= 2
+        hidden = net.get("hidden_size", 256)
+        return count + width * size * size * hidden + hidden + hidden * net.get("num_classes", 10) + net.get("num_classes", 10)
+    return None
 
 
 def memory_bytes() -> int | None:
@@ -109,16 +115,15 @@ def memory_bytes() -> int | None:
         return None
 
 
-def _model_fits(model: DictConfig) -> tuple[bool, str]:
-    """Whether training the MLP fits in memory: weights, gradients and Adam's two moments are
-    4 float32 copies of the parameters (SGD: 3), checked before anything is allocated."""
-    params = parameter_count(model.input_size, list(model.hidden_sizes), model.num_classes)
-    needed, memory = 4 * 4 * params, memory_bytes()
-    if memory is None or needed <= memory:
+def _model_fits(net: DictConfig) -> tuple[bool, str]:
+    """Whether training the network fits in memory: weights, gradients and Adam's two moments are
+    4 float32 copies of the parameters, checked before anything is allocated."""
+    params, memory = parameter_count(net), memory_bytes()
+    if params is None or memory is None or 16 * params <= memory:
         return True, ""
     return False, (
-        f"{params:,} parameters ({4 * params / 1e9:,.1f} GB as float32, about {needed / 1e9:,.0f} GB to train), "
-        f"more than this machine's {memory / 1e9:.0f} GB of memory: choose smaller widths, e.g. model.hidden_sizes=[500,100]"
+        f"{params:,} parameters ({4 * params / 1e9:,.1f} GB as float32, about {16 * params / 1e9:,.0f} GB to train), "
+        f"more than this machine's {memory / 1e9:.0f} GB of memory: choose smaller widths, e.g. model.net.hidden_sizes=[500,100]"
     )
 
 
@@ -191,23 +196,14 @@ def _rules(cfg: DictConfig, model: DictConfig | None, data: DictConfig) -> list[
         ("data.val_size", data.val_size, 1 <= data.val_size < 60000, "between 1 and 59999 images of the official training set"),
     ]
     if model is not None:
-        hidden = list(model.hidden_sizes)
-        rules += [
-            ("model.lr", model.lr, model.lr > 0, "a positive number, e.g. model.lr=0.001"),
+        rules.append(
             (
-                "model.hidden_sizes",
-                hidden,
-                len(hidden) > 0 and all(h >= 1 for h in hidden),
-                "a non-empty list of positive widths, e.g. model.hidden_sizes=[500,100]",
-            ),
-            ("model.input_size", model.input_size, model.input_size == 784, "784 (28x28 MNIST images)"),
-            ("model.num_classes", model.num_classes, model.num_classes == 10, "10 (the digits 0-9)"),
-            ("model.std", model.std, model.std > 0, "a positive number"),
-            ("model.optimizer", model.optimizer, model.optimizer in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
-            ("model.weight_decay", model.weight_decay, model.weight_decay >= 0, "a number >= 0, e.g. model.weight_decay=0.01"),
-            ("model.momentum", model.momentum, 0 <= model.momentum < 1, "between 0 and 1 (used by model.optimizer=sgd)"),
-            ("model.lr_schedule", model.lr_schedule, model.lr_schedule in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
-        ]
+                "model.label_smoothing",
+                model.label_smoothing,
+                0 <= model.label_smoothing < 1,
+                "a number from 0 (none) to below 1, e.g. model.label_smoothing=0.1",
+            )
+        )
 
     trainer = cfg.trainer
     max_epochs = trainer.get("max_epochs")
@@ -394,9 +390,137 @@ def check_config(cfg: DictConfig) -> None:
         if not ok:
             raise DigitrecError(f"config error at {key}: got {value!r}, expected {expected}")
     if model is not None:
-        fits, why = _model_fits(model)
-        if not fits:
-            raise DigitrecError(f"config error at model.hidden_sizes: {list(model.hidden_sizes)} gives {why}")
+        check_model_records(model)
+    if data.augment is not None:
+        check_record("data.augment", data.augment, "an augmentation", skip=0)
+        check_values("data.augment", data.augment)
+
+
+# The same names as digitrec.nets.ACTIVATIONS (that module imports torch; this one must not).
+ACTIVATION_NAMES = ("relu", "gelu", "silu", "tanh", "leaky_relu", "elu")
+NET_RULES: dict[str, tuple[Any, str]] = {
+    "input_size": (lambda v: v == 784, "784 (28x28 MNIST images)"),
+    "num_classes": (lambda v: v == 10, "10 (the digits 0-9)"),
+    "hidden_sizes": (
+        lambda v: is_list(v) and len(v) > 0 and all(is_int(h) and h >= 1 for h in v),
+        "a non-empty list of positive widths, e.g. [500,100]",
+    ),
+    "channels": (
+        lambda v: is_list(v) and 1 <= len(v) <= 4 and all(is_int(c) and c >= 1 for c in v),
+        "1 to 4 positive widths (each block halves the 28x28 image), e.g. [32,64]",
+    ),
+    "kernel_size": (lambda v: is_int(v) and v >= 1 and v % 2 == 1, "an odd integer >= 1, e.g. 3 or 5"),
+    "convs_per_block": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "hidden_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1, e.g. 256"),
+    "dropout": (lambda v: is_number(v) and 0 <= v < 1, "a probability from 0 to below 1, e.g. 0.2"),
+    "norm": (lambda v: v in ("none", "batch", "layer"), "one of none, batch, layer"),
+    "activation": (lambda v: v in ACTIVATION_NAMES, "one of " + ", ".join(ACTIVATION_NAMES)),
+    "std": (lambda v: is_number(v) and v > 0, "a positive number"),
+}
+OPTIMIZER_RULES: dict[str, tuple[Any, str]] = {
+    "lr": (lambda v: is_number(v) and v > 0, "a positive number, e.g. model.optimizer.lr=0.001"),
+    "weight_decay": (lambda v: is_number(v) and v >= 0, "a number >= 0, e.g. model.optimizer.weight_decay=0.01"),
+    "momentum": (lambda v: is_number(v) and 0 <= v < 1, "a number from 0 to below 1, e.g. 0.9"),
+}
+SCHEDULER_RULES: dict[str, tuple[Any, str]] = {
+    "interval": (lambda v: v in ("step", "epoch"), "step or epoch (how often the schedule moves)"),
+    "max_lr": (lambda v: is_number(v) and v > 0, "a positive number, e.g. 0.003"),
+    "pct_start": (lambda v: is_number(v) and 0 < v < 1, "a share of the run between 0 and 1, e.g. 0.25"),
+    "warmup_fraction": (lambda v: is_number(v) and 0 <= v < 1, "a share of the run from 0 to below 1, e.g. 0.05"),
+    "step_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "gamma": (lambda v: is_number(v) and v > 0, "a positive number, e.g. 0.5"),
+}
+AUGMENT_RULES: dict[str, tuple[Any, str]] = {
+    "degrees": (lambda v: is_number(v) and 0 <= v <= 180, "an angle from 0 to 180 degrees"),
+    "shear": (lambda v: is_number(v) and 0 <= v < 90, "an angle from 0 to below 90 degrees"),
+    "scale": (
+        lambda v: is_list(v) and len(v) == 2 and all(is_number(x) and x > 0 for x in v) and v[0] <= v[1],
+        "[low, high] scale factors, 0 < low <= high, e.g. [0.9,1.1]",
+    ),
+    "translate": (lambda v: is_number(v) and 0 <= v < 1, "a share of the width from 0 to below 1, e.g. 0.1"),
+    "elastic_alpha": (lambda v: is_number(v) and v >= 0, "a displacement in pixels >= 0 (0: no elastic distortion), e.g. 34"),
+    "elastic_sigma": (lambda v: is_number(v) and v > 0, "a smoothing width in pixels > 0, e.g. 4"),
+    "p": (lambda v: is_number(v) and 0 <= v <= 1, "a probability from 0 to 1"),
+}
+# Keys of a record that are digitrec's, not arguments of the class it names.
+DIGITREC_KEYS = {"model.scheduler": {"interval"}}
+# Arguments digitrec passes itself: the parameters (optimizer), the optimizer (scheduler).
+FILLED_IN = {"model.scheduler": {"total_steps", "T_max", "total_iters"}}
+
+
+def is_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple, ListConfig))
+
+
+def check_record(key: str, record: Any, kind: str, skip: int) -> None:
+    """A `_target_` record: the class exists, every key is one of its arguments, none is missing.
+    The class is read from its source where possible (no import of torch for a typo)."""
+    from digitrec.targets import signature
+
+    example = {"model.net": "model/net=cnn", "model.optimizer": "model/optimizer=adamw", "model.scheduler": "model/scheduler=cosine"}.get(key, "")
+    if not isinstance(record, DictConfig) or "_target_" not in record.keys():
+        hint = f", e.g. {example}" if example else ""
+        if isinstance(record, DictConfig) and key in ("model.scheduler", "data.augment"):
+            # Settings with no class: an experiment's values left on a group switched to none.
+            hint += f" (to turn it off where an experiment sets its values, use {key}=null rather than {key.replace('.', '/')}=none)"
+        raise DigitrecError(f"config error at {key}: got {record!r}, expected {kind} config with a _target_{hint}")
+    if OmegaConf.is_missing(record, "_target_"):
+        raise DigitrecError(f"config error at {key}._target_: missing: name the class, e.g. {key}._target_=my_package.MyNet")
+    target = record._target_
+    if not isinstance(target, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", target):
+        raise DigitrecError(f"config error at {key}._target_: got {target!r}, expected a dotted class path, e.g. torch.optim.Adam")
+    try:
+        accepted = signature(target, skip=skip)
+    except DigitrecError as err:
+        raise DigitrecError(f"config error at {key}._target_: {err}") from None
+    ours = DIGITREC_KEYS.get(key, set())
+    arguments = [str(k) for k in record if not str(k).startswith("_") and k not in ours]
+    for name in arguments:
+        if not accepted.accepts(name):
+            takes = ", ".join(accepted.names) or "no arguments"
+            raise DigitrecError(f"config error at {key}.{name}: {target} takes no argument {name} (it takes: {takes}); remove it with ~{key}.{name}")
+    missing = sorted(accepted.required - set(arguments) - FILLED_IN.get(key, set()))
+    if missing:
+        raise DigitrecError(f"config error at {key}: {target} needs {', '.join(missing)}: add it, e.g. +{key}.{missing[0]}=VALUE")
+
+
+def check_values(key: str, record: DictConfig) -> None:
+    rules = {"model.net": NET_RULES, "model.optimizer": OPTIMIZER_RULES, "model.scheduler": SCHEDULER_RULES, "data.augment": AUGMENT_RULES}[key]
+    own = str(record._target_).startswith("digitrec.")  # other classes' arguments are theirs to judge
+    for name in record:
+        rule = rules.get(str(name))
+        if rule is None or (not own and key in ("model.net", "data.augment")):
+            continue
+        ok, expected = rule
+        value = record[name]
+        plain_value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        # null is no value for any of these (only a schedule's length arguments may be null, see FILLED_IN).
+        if not ok(plain_value):
+            raise DigitrecError(f"config error at {key}.{name}: got {plain_value!r}, expected {expected}")
+
+
+def check_model_records(model: DictConfig) -> None:
+    """model.net, model.optimizer and model.scheduler: classes, arguments and values."""
+    check_record("model.net", model.net, "a network", skip=0)
+    check_values("model.net", model.net)
+    fits, why = _model_fits(model.net)
+    if not fits:
+        raise DigitrecError(f"config error at model.net: the network gives {why}")
+    check_record("model.optimizer", model.optimizer, "an optimiser", skip=1)
+    if not model.optimizer.get("_partial_", False):
+        raise DigitrecError(
+            "config error at model.optimizer._partial_: must be true (digitrec passes the parameters), e.g. ++model.optimizer._partial_=true"
+        )
+    check_values("model.optimizer", model.optimizer)
+    if model.scheduler is not None:
+        check_record("model.scheduler", model.scheduler, "a learning-rate schedule", skip=1)
+        check_values("model.scheduler", model.scheduler)
+
+
+def trusted_classes(cfg: DictConfig) -> list[str]:
+    """eval's net_class (network classes of the user's own a checkpoint may name): one class name or a list of them."""
+    classes = cfg.get("net_class") or []
+    return [str(classes)] if isinstance(classes, str) else [str(c) for c in classes]
 
 
 # Sections whose added keys are checked by their own rules (schemas, Trainer options, _target_ entries).

@@ -11,6 +11,7 @@ it sets the epoch before each epoch, and it saves and restores the loader's posi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,11 +123,16 @@ class MNISTDataModule(L.LightningDataModule):
         batch_size: int = 100,
         eval_batch_size: int = 1000,
         seed: int = 12345,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.data_dir, self.download, self.download_dir = data_dir, download, download_dir
         self.val_size, self.batch_size, self.eval_batch_size, self.seed = val_size, batch_size, eval_batch_size, seed
+        # Called as augment(images, generator) on training batches only, on the training device.
+        self.augment = augment
         self.train_split = self.val_split = self.test_split = None
+        self._train_sampler: BatchIndexSampler | None = None
+        self._augmented_batches = 0
 
     def folder(self) -> Path:
         """Where the four MNIST files are: the local copy if one is configured, else the download folder."""
@@ -158,6 +164,27 @@ class MNISTDataModule(L.LightningDataModule):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        trainer = self.trainer
+        if self.augment is None or trainer is None or not trainer.training:
+            return batch  # validation, test and prediction always see the images as they are
+        images, labels = batch
+        return self.augment(images, self.batch_generator(images.device)), labels
+
+    def batch_generator(self, device: torch.device) -> torch.Generator:
+        """The random numbers of this training batch: seeded by (seed, epoch, batch, process), so the
+        same seed gives the same augmented batches, each process of a DDP run its own, and a run
+        resumed mid-epoch the very batches it would have seen (no generator state to save)."""
+        sampler = self._train_sampler
+        if sampler is not None:
+            epoch, batch = sampler.epoch, sampler.batches_done
+            rank = sampler.rank
+        else:  # overfit_batches: a stock DataLoader, counted here
+            epoch, batch, rank = 0, self._augmented_batches, 0
+            self._augmented_batches += 1
+        seed = hash((self.seed, epoch, batch, rank)) % (2**63)
+        return torch.Generator(device=device).manual_seed(seed)
+
     def loader(self, split: TensorSplit, batch_size: int, shuffle: bool) -> DataLoader:
         trainer = self.trainer
         if trainer is not None and trainer.overfit_batches:
@@ -167,6 +194,8 @@ class MNISTDataModule(L.LightningDataModule):
         # This process's share under DDP, as Lightning's own sampler would take it.
         shards = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
         sampler = BatchIndexSampler(split, batch_size, shuffle=shuffle, seed=self.seed, pad=shuffle, **shards)
+        if shuffle:
+            self._train_sampler = sampler
         return TensorLoader(split, sampler)
 
     def train_dataloader(self) -> DataLoader:

@@ -9,13 +9,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from digitrec.checkpoint import load_model
+from digitrec.config import trusted_classes
 from digitrec.runs import run_overrides, write_metrics
 from digitrec.train import build_trainer, print_summary, setup_run
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     setup_run(cfg)
-    model = load_model(cfg.ckpt_path)
+    model = load_model(cfg.ckpt_path, trusted_classes(cfg))
     datamodule = instantiate(cfg.data)
     trainer = build_trainer(cfg)
     results = trainer.test(model, datamodule=datamodule, verbose=False)[0]

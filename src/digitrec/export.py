@@ -18,8 +18,8 @@ from torch import nn
 
 from digitrec.checkpoint import export_model, load_checkpoint, model_from_checkpoint
 from digitrec.errors import DigitrecError
-from digitrec.mlp import MLP
-from digitrec.predict import net_from_checkpoint
+from digitrec.nets import describe_net, net_from_checkpoint, upgrade_hyper_parameters
+from digitrec.predict import add_net_class_option
 
 ONNX_FORMAT = "digitrec.onnx/1"
 ONNX_OPSET = 17  # read by every onnxruntime of the last few years
@@ -27,9 +27,9 @@ ONNX_INPUT = "images: float32 (batch, 28, 28) in [0, 1], white digit on black (s
 
 
 class WithProbabilities(nn.Module):
-    """The MLP with softmax probabilities as a second output, so ONNX users need no post-processing."""
+    """The network with softmax probabilities as a second output, so ONNX users need no post-processing."""
 
-    def __init__(self, net: MLP) -> None:
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
@@ -38,7 +38,7 @@ class WithProbabilities(nn.Module):
         return logits, torch.softmax(logits, dim=1)
 
 
-def export_onnx(net: MLP, out: Path, hyper_parameters: dict) -> None:
+def export_onnx(net: nn.Module, out: Path, hyper_parameters: dict) -> None:
     """Write `net` as a single-file ONNX model whose batch dimension is dynamic."""
     if importlib.util.find_spec("onnx") is None:
         raise DigitrecError("ONNX export needs the onnx package: pip install 'digitrec[onnx]'")
@@ -46,7 +46,7 @@ def export_onnx(net: MLP, out: Path, hyper_parameters: dict) -> None:
 
     with warnings.catch_warnings():
         # The TorchScript exporter needs only `onnx`; the newer one also needs onnxscript, which
-        # is a large dependency for a three-layer MLP. torch calls the old one deprecated.
+        # is a large dependency for networks this small. torch calls the old one deprecated.
         warnings.simplefilter("ignore")
         torch.onnx.export(
             WithProbabilities(net.eval()),
@@ -62,7 +62,7 @@ def export_onnx(net: MLP, out: Path, hyper_parameters: dict) -> None:
     # Self-describing, like the checkpoints: what it is, what it expects, how it was built.
     for key, value in (("format", ONNX_FORMAT), ("input", ONNX_INPUT), ("hyper_parameters", json.dumps(hyper_parameters))):
         model.metadata_props.add(key=key, value=value)
-    model.doc_string = f"digitrec MNIST MLP. Input {ONNX_INPUT}. Outputs logits and probabilities (batch, 10)."
+    model.doc_string = f"digitrec MNIST {describe_net(hyper_parameters['net'])}. Input {ONNX_INPUT}. Outputs logits and probabilities (batch, 10)."
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
 
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         "state_dict: model.ckpt with the weights and hyper-parameters, no optimizer state",
     )
     parser.add_argument("--out", required=True, metavar="FILE", type=Path, help="file to write (its folder is created)")
+    add_net_class_option(parser)
     return parser
 
 
@@ -94,10 +95,11 @@ def main(argv: list[str]) -> int:
         checkpoint = load_checkpoint(args.ckpt)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         if args.format == "onnx":
-            export_onnx(net_from_checkpoint(checkpoint, args.ckpt), args.out, checkpoint["hyper_parameters"])
+            hyper_parameters = upgrade_hyper_parameters(checkpoint["hyper_parameters"])
+            export_onnx(net_from_checkpoint(checkpoint, args.ckpt, args.net_class), args.out, hyper_parameters)
             print(f"wrote {args.out} (ONNX, opset {ONNX_OPSET}; input {ONNX_INPUT}; outputs logits, probabilities)")
         else:
-            export_model(model_from_checkpoint(checkpoint, args.ckpt), args.out)
+            export_model(model_from_checkpoint(checkpoint, args.ckpt, args.net_class), args.out)
             print(f"wrote {args.out} (state_dict and hyper-parameters; load with digitrec.predict.Predictor.from_checkpoint)")
     except DigitrecError as err:
         print(f"digitrec: error: {err}", file=sys.stderr)

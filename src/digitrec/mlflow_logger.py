@@ -27,12 +27,18 @@ SQLITE = "sqlite:///"
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"model": {"lr": 0.001}} -> {"model.lr": 0.001}: the keys as they are written as overrides."""
+    """{"model": {"optimizer": {"lr": 0.001}}} -> {"model.optimizer.lr": 0.001}: the keys as they are
+    written as overrides. A record inside a section (model.net, model.optimizer, data.augment) also
+    gets its class's readable name, as in TensorBoard's HParams tab: model.optimizer=RMSprop."""
+    from digitrec.tensorboard import record_name
+
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if str(key).startswith("_"):  # _target_ and friends say how, not what
             continue
         if isinstance(value, Mapping):
+            if prefix and "_target_" in value:
+                flat[f"{prefix}{key}"] = record_name(value)
             flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value

@@ -1,8 +1,15 @@
-"""The LightningModule that trains the tutorial's MLP."""
+"""The LightningModule that trains a digit network: cross-entropy, metrics, optimiser and schedule.
+
+The network, optimiser and schedule are records with a `_target_` (Hydra's convention), kept as
+plain types in the checkpoint's hyper_parameters, so `eval`, `predict` and `export` rebuild the
+model from the file alone.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import torch
@@ -10,55 +17,78 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from digitrec.mlp import MLP, MNIST_MEAN, MNIST_STD
+from digitrec.nets import MNIST_MEAN, MNIST_STD, TUTORIAL_NET, build_net
+from digitrec.targets import locate
 
-__all__ = ["MLP", "MNIST_MEAN", "MNIST_STD", "DigitClassifier"]
+__all__ = ["MNIST_MEAN", "MNIST_STD", "DigitClassifier"]
+
+TUTORIAL_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "weight_decay": 0.0}
+# Arguments of a schedule that digitrec fills in from the Trainer when they are null or missing:
+# the run's number of steps (interval: step) or epochs (interval: epoch).
+LENGTH_ARGUMENTS = ("total_steps", "T_max", "total_iters")
+
+
+def plain(record: Any) -> Any:
+    """A config node (DictConfig from Hydra) or mapping as plain dicts and lists, for the checkpoint."""
+    if record is None or isinstance(record, (str, int, float, bool)):
+        return record
+    if hasattr(record, "_metadata"):  # an OmegaConf node: imported lazily, a checkpoint needs none
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(record, resolve=True)
+    if isinstance(record, Mapping):
+        return {str(k): plain(v) for k, v in record.items()}
+    if isinstance(record, (list, tuple)):
+        return [plain(v) for v in record]
+    raise TypeError(f"{record!r} is not a plain config value")
 
 
 class DigitClassifier(L.LightningModule):
-    """Cross-entropy training of the MLP (Adam by default); metrics per stage with torchmetrics."""
+    """Cross-entropy training of `net` (the tutorial's MLP and Adam by default); metrics per stage with torchmetrics.
+
+    net: a network record, e.g. {"_target_": "digitrec.nets.CNN", "channels": [32, 64]}.
+    optimizer: an optimiser record with `_partial_: true` (the parameters are added here).
+    scheduler: null, or a torch.optim.lr_scheduler record plus `interval: step|epoch`; its
+        total_steps/T_max/total_iters, when null, come from the Trainer.
+    """
 
     def __init__(
         self,
-        input_size: int = 784,
-        hidden_sizes: Sequence[int] = (500, 100),
-        num_classes: int = 10,
-        lr: float = 1e-3,
-        mean: float = MNIST_MEAN,
-        std: float = MNIST_STD,
-        optimizer: str = "adam",
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        lr_schedule: str = "constant",
+        net: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         # Plain Python types only: checkpoints must load with torch.load(weights_only=True)
         # and rebuild this module from the file alone.
         self.save_hyperparameters(
             {
-                "input_size": int(input_size),
-                "hidden_sizes": [int(h) for h in hidden_sizes],
-                "num_classes": int(num_classes),
-                "lr": float(lr),
-                "mean": float(mean),
-                "std": float(std),
-                "optimizer": str(optimizer),
-                "weight_decay": float(weight_decay),
-                "momentum": float(momentum),
-                "lr_schedule": str(lr_schedule),
+                "net": plain(net) if net is not None else dict(TUTORIAL_NET),
+                "optimizer": plain(optimizer) if optimizer is not None else dict(TUTORIAL_OPTIMIZER),
+                "scheduler": plain(scheduler),
+                "label_smoothing": float(label_smoothing),
             }
         )
         hp = self.hparams
-        self.net = MLP(hp.input_size, hp.hidden_sizes, hp.num_classes, hp.mean, hp.std)
-        self.loss_fn = nn.CrossEntropyLoss()
+        # The config names the class (the user's own choice): build it, whoever wrote it.
+        self.net = build_net(hp.net, trusted=[hp.net.get("_target_", "")])
+        self.num_classes = int(hp.net.get("num_classes", 10))
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=hp.label_smoothing)
         # One metric object per stage, so their states never mix.
-        acc = lambda: MulticlassAccuracy(num_classes=hp.num_classes, average="micro", validate_args=False)  # noqa: E731
+        acc = lambda: MulticlassAccuracy(num_classes=self.num_classes, average="micro", validate_args=False)  # noqa: E731
         self.train_acc, self.val_acc, self.test_acc = acc(), acc(), acc()
         # No NaN check on the losses: it would wait for the GPU at every step. A NaN loss
         # shows as a NaN mean instead of being dropped with a warning.
         mean = lambda: MeanMetric(nan_strategy="disable")  # noqa: E731
         self.train_loss, self.val_loss, self.test_loss = mean(), mean(), mean()
         self.val_acc_best = MaxMetric()
+
+    @property
+    def lr(self) -> float | None:
+        """The optimiser's configured learning rate (for messages and advice)."""
+        lr = self.hparams.optimizer.get("lr")
+        return float(lr) if isinstance(lr, (int, float)) else None
 
     def __setattr__(self, name: str, value) -> None:
         # Lightning records the running hook's name on the module around every hook call, some
@@ -148,22 +178,44 @@ class DigitClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
-        # Fused kernels: one pass over all parameters per step instead of one per tensor and
-        # operation (on a CPU, Adam's step takes a third of the time). Same algorithm; the
-        # last digits of the results may differ from the unfused one.
-        fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(
-                self.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0, weight_decay=hp.weight_decay, fused=fused
-            )
-        else:
-            adam = torch.optim.AdamW if hp.optimizer == "adamw" else torch.optim.Adam
-            optimizer = adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
-        if hp.lr_schedule == "cosine":
-            # Per step down to zero at the last one: a smooth decay, no jumps between epochs.
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.estimated_stepping_batches))
-            interval = "step"
-        else:
+        optimizer_class = locate(hp.optimizer["_target_"])
+        arguments = {k: v for k, v in hp.optimizer.items() if not k.startswith("_")}
+        # Fused kernels where the optimiser has them (Adam, AdamW, SGD, ...): one pass over all
+        # parameters per step instead of one per tensor and operation (on a CPU, Adam's step takes
+        # a third of the time). Same algorithm; the last digits of the results may differ.
+        if "fused" in inspect.signature(optimizer_class).parameters and "fused" not in arguments:
+            arguments["fused"] = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
+        optimizer = optimizer_class(self.parameters(), **arguments)
+        if not hp.scheduler:
             # A no-op schedule, so that LearningRateMonitor logs the rate as train/lr either way.
             schedule, interval = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0), "epoch"
+        else:
+            schedule, interval = self.build_scheduler(optimizer, dict(hp.scheduler))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": interval, "name": "train/lr"}}
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, record: dict[str, Any]):
+        interval = record.pop("interval", "step")
+        scheduler_class = locate(record["_target_"])
+        arguments = {k: v for k, v in record.items() if not k.startswith("_")}
+        # The run's length is the Trainer's to know (epochs, batches, devices, accumulation, limits).
+        length = max(1, int(self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs))
+        accepted = inspect.signature(scheduler_class).parameters
+        for name in LENGTH_ARGUMENTS:
+            if name in accepted and arguments.get(name) is None and (name in arguments or accepted[name].default is inspect.Parameter.empty):
+                arguments[name] = length
+        return scheduler_class(optimizer, **arguments), interval
+
+
+def cosine_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.05, start_factor: float = 0.01):
+    """A linear warm-up over the first `warmup_fraction` of the steps (from start_factor x lr), then a
+    cosine down to 0 at the last step: torch's LinearLR and CosineAnnealingLR in sequence."""
+    warmup = max(1, min(total_steps - 1, round(total_steps * warmup_fraction)))
+    schedules = torch.optim.lr_scheduler
+    return schedules.SequentialLR(
+        optimizer,
+        [
+            schedules.LinearLR(optimizer, start_factor=start_factor, total_iters=warmup),
+            schedules.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup)),
+        ],
+        milestones=[warmup],
+    )

@@ -83,14 +83,19 @@ class SearchSpace:
 
 def search_space(params: dict[str, str] | None, arguments: Sequence[str]) -> SearchSpace:
     """hydra.sweeper.params, then the command line: a later override of the same key replaces an
-    earlier one (KEY=VALUE fixes a dimension, a sweep adds or replaces one)."""
+    earlier one (KEY=VALUE fixes a dimension, a sweep adds or replaces one, ~KEY drops one of
+    hydra.sweeper.params from the space)."""
     lines = [f"{key}={value}" for key, value in (params or {}).items()] + list(arguments)
     try:
         parsed = OverridesParser.create().parse_overrides(lines)
     except HydraException as err:
         raise DigitrecError(f"bad override in the search space: {' '.join(str(err).split())}") from None
     by_key: dict[str, Override] = {}
-    for override in parsed:
+    searched = {o.key_or_group for o in parsed[: len(params or {})]}
+    for index, override in enumerate(parsed):
+        if index >= len(params or {}) and override.is_delete() and override.key_or_group in searched:
+            by_key.pop(override.key_or_group, None)  # a dimension left out, not a key deleted
+            continue
         by_key.pop(override.key_or_group, None)  # the later one wins, in its own place
         by_key[override.key_or_group] = override
     dimensions, fixed = {}, []

@@ -4,7 +4,7 @@
     predictor = Predictor.from_checkpoint("outputs/train/runs/<run>/model.ckpt")
     predictor.predict(["photo.jpg", pil_image, array])   # one Prediction per image
 
-Only torch, numpy, Pillow and scipy are imported: the plain MLP is rebuilt from the checkpoint,
+Only torch, numpy, Pillow and scipy are imported: the plain network is rebuilt from the checkpoint,
 so a one-image prediction does not pay for Lightning's start-up.
 """
 
@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from digitrec.checkpoint import load_checkpoint
 from digitrec.errors import DigitrecError, first_line
-from digitrec.mlp import MLP
-from digitrec.preprocess import FIELD, ImageLike, preprocess
+from digitrec.nets import net_from_checkpoint
+from digitrec.preprocess import ImageLike, preprocess
 
 RUNS_ROOT = Path("outputs")
 
@@ -38,34 +39,21 @@ class Prediction:
     image: np.ndarray = field(repr=False)  # float32 (28, 28) in [0, 1]: what the model saw
 
 
-def load_net(path: str | Path) -> MLP:
-    """The trained MLP of a Lightning checkpoint or an exported model.ckpt, in eval mode."""
-    return net_from_checkpoint(load_checkpoint(path), path)
-
-
-def net_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> MLP:
-    """The plain MLP of a loaded checkpoint: no Lightning needed, unlike DigitClassifier."""
-    try:
-        hp = checkpoint["hyper_parameters"]
-        net = MLP(int(hp["input_size"]), [int(h) for h in hp["hidden_sizes"]], int(hp["num_classes"]), float(hp["mean"]), float(hp["std"]))
-        # The LightningModule holds the MLP as `net`; its keys carry that prefix in both file kinds.
-        net.load_state_dict({k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")})
-    except (TypeError, KeyError, ValueError, RuntimeError) as err:
-        raise DigitrecError(f"checkpoint {path} does not match the digitrec model: {first_line(err)}") from None
-    if net.layers[0].in_features != FIELD * FIELD:
-        raise DigitrecError(f"checkpoint {path} expects {net.layers[0].in_features} inputs, not 28x28 images: it cannot read digit images")
-    return net.eval()
+def load_net(path: str | Path, trusted: Sequence[str] = ()) -> nn.Module:
+    """The trained network of a Lightning checkpoint or an exported model.ckpt, in eval mode.
+    `trusted`: network classes besides digitrec's own that the file may name (see build_net)."""
+    return net_from_checkpoint(load_checkpoint(path), path, trusted)
 
 
 class Predictor:
     """A trained model that reads digits: load once, then predict as many images as you like."""
 
-    def __init__(self, net: MLP) -> None:
+    def __init__(self, net: nn.Module) -> None:
         self.net = net.eval()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> Predictor:
-        return cls(load_net(path))
+    def from_checkpoint(cls, path: str | Path, trusted: Sequence[str] = ()) -> Predictor:
+        return cls(load_net(path, trusted))
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -173,7 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the 28x28 image the model saw for each input to DIR, as PNG (white digit on black)",
     )
     parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per model call (default: 256)")
+    add_net_class_option(parser)
     return parser
+
+
+def add_net_class_option(parser: argparse.ArgumentParser) -> None:
+    """--net-class, for every command that rebuilds a network from a file (predict, export, serve)."""
+    parser.add_argument(
+        "--net-class",
+        action="append",
+        default=[],
+        metavar="MODULE.CLASS",
+        help="a network class of your own that the checkpoint names, to import and rebuild (digitrec's own nets need none; "
+        "a checkpoint alone never makes digitrec import code)",
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -282,7 +283,7 @@ def main(argv: list[str]) -> int:
         else:
             ckpt, source = choose_checkpoint()
             print(f"digitrec predict: using {ckpt}, from {source} (--ckpt PATH to choose)", file=sys.stderr)
-        predictor = Predictor.from_checkpoint(ckpt)
+        predictor = Predictor.from_checkpoint(ckpt, args.net_class)
     except DigitrecError as err:
         print(f"digitrec: error: {err}", file=sys.stderr)
         return 2

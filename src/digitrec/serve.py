@@ -24,7 +24,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -51,7 +51,8 @@ except ImportError as err:  # the server is an extra: `digitrec predict` and tra
     raise DigitrecError(f"digitrec serve needs {err.name}: pip install 'digitrec[serve]' (make install includes it)") from None
 
 from digitrec.checkpoint import load_checkpoint
-from digitrec.predict import RUNS_ROOT, Prediction, Predictor, net_from_checkpoint, newest_run_checkpoint
+from digitrec.nets import describe_net, net_from_checkpoint, upgrade_hyper_parameters
+from digitrec.predict import RUNS_ROOT, Prediction, Predictor, add_net_class_option, newest_run_checkpoint
 from digitrec.preprocess import preprocess
 
 # Limits, checked before anything is decoded: the body's size as it arrives, each image's size in
@@ -124,16 +125,17 @@ class DigitService:
 
     def __init__(self, predictor: Predictor, checkpoint: Path, hyper_parameters: dict[str, Any]) -> None:
         self.predictor, self.checkpoint, self.hyper_parameters = predictor, checkpoint, hyper_parameters
-        self.num_classes = int(hyper_parameters["num_classes"])
+        self.num_classes = int(hyper_parameters["net"].get("num_classes", 10))
         self.batcher = MicroBatcher(lambda images: predictor.classify(images, top_k=self.num_classes))
         self.preprocessing = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="digitrec-preprocess")
         self.spool: Path | None = None  # made when serving starts, removed when it stops
         self.model_info = describe_model(predictor, checkpoint, hyper_parameters)
 
     @classmethod
-    def from_checkpoint(cls, path: Path) -> DigitService:
+    def from_checkpoint(cls, path: Path, trusted: Sequence[str] = ()) -> DigitService:
         checkpoint = load_checkpoint(path)
-        return cls(Predictor(net_from_checkpoint(checkpoint, path)), path, dict(checkpoint["hyper_parameters"]))
+        hyper_parameters = upgrade_hyper_parameters(checkpoint["hyper_parameters"])
+        return cls(Predictor(net_from_checkpoint(checkpoint, path, trusted)), path, hyper_parameters)
 
     def open(self) -> None:
         self.spool = Path(tempfile.mkdtemp(prefix="digitrec-serve-", dir=memory_tmpdir()))
@@ -193,13 +195,11 @@ def png_base64(image: np.ndarray) -> str:
 
 
 def describe_model(predictor: Predictor, checkpoint: Path, hp: dict[str, Any]) -> dict[str, Any]:
-    sizes = [int(hp["input_size"]), *(int(h) for h in hp["hidden_sizes"]), int(hp["num_classes"])]
     accuracy, source = tested_accuracy(checkpoint)
     return {
-        "architecture": "MLP " + "-".join(map(str, sizes)) + " (ReLU)",
-        "input_size": sizes[0],
-        "hidden_sizes": sizes[1:-1],
-        "num_classes": sizes[-1],
+        "architecture": describe_net(hp["net"]),
+        "net": hp["net"],
+        "num_classes": int(hp["net"].get("num_classes", 10)),
         "parameters": sum(p.numel() for p in predictor.net.parameters()),
         "checkpoint": str(checkpoint.resolve()),
         "test_accuracy": accuracy,
@@ -361,7 +361,7 @@ def create_app(service: DigitService) -> FastAPI:
     # FastAPIOffline: the /docs page with Swagger UI's files served from the package, not a CDN.
     app = FastAPIOffline(
         title="digitrec",
-        summary="Handwritten digit recognition: the MNIST MLP behind `digitrec predict`, over HTTP.",
+        summary="Handwritten digit recognition: the trained network behind `digitrec predict`, over HTTP.",
         version="1",
         lifespan=lifespan,
     )
@@ -442,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)",
     )
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0 picks a free one)")
+    add_net_class_option(parser)
     return parser
 
 
@@ -489,7 +490,7 @@ def main(argv: list[str]) -> int:
     ckpt = Path(args.ckpt) if args.ckpt else newest_run_checkpoint()
     if not args.ckpt:
         print(f"digitrec serve: using {ckpt}, from the newest run under {RUNS_ROOT}/ (--ckpt PATH to choose)", file=sys.stderr)
-    service = DigitService.from_checkpoint(ckpt)
+    service = DigitService.from_checkpoint(ckpt, args.net_class)
     sock = listen(args.host, args.port)
     if not is_loopback(args.host):
         print(f"digitrec serve: listening on {args.host}: reachable from other machines, with no authentication", file=sys.stderr)

@@ -55,6 +55,35 @@ def hparam_value(value: Any) -> int | float | str | bool:
     return str(value).replace("'", "")
 
 
+# Arguments every run of a network has the same value for: no column of their own.
+UNVARYING_ARGUMENTS = {"input_size", "num_classes", "mean", "std"}
+
+
+def record_name(record: Mapping[str, Any]) -> str:
+    """A readable value for a `_target_` record: its class's name; the augmentation by its kind."""
+    name = str(record.get("_target_", "")).rpartition(".")[2]
+    if name == "RandomWarp":
+        return "elastic" if record.get("elastic_alpha") else "affine"
+    return name
+
+
+def hparam_columns(hparams: Mapping[str, Any]) -> dict[str, int | float | str | bool]:
+    """The HParams tab's columns: a record (net, optimiser, schedule, augmentation) becomes its
+    readable name plus one column per argument; everything else one column as it is."""
+    columns: dict[str, int | float | str | bool] = {}
+    for key, value in hparams.items():
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        if isinstance(value, Mapping) and "_target_" in value:
+            columns[key] = record_name(value)
+            for name, argument in value.items():
+                if not str(name).startswith("_") and name not in UNVARYING_ARGUMENTS:
+                    columns[f"{key}.{name}"] = hparam_value(argument)
+        else:
+            columns[key] = hparam_value(value)
+    return columns
+
+
 CURVES_LAYOUT = {
     "train vs val": {
         "loss": ["Multiline", [r"^train/loss_epoch$", r"^val/loss$"]],
@@ -71,7 +100,7 @@ class HParamsSummary(L.Callback):
     """
 
     def __init__(self, hparams: Mapping[str, Any], metrics: Sequence[str] = ("val/acc_best", "test/acc")) -> None:
-        self.values = {key: hparam_value(value) for key, value in hparams.items()}
+        self.values = hparam_columns(hparams)
         # Read now, in the process Hydra started: spawned device processes have no Hydra config.
         if HydraConfig.initialized():
             self.values = {"experiment": hparam_value(HydraConfig.get().runtime.choices.get("experiment")), **self.values}
@@ -91,6 +120,23 @@ class HParamsSummary(L.Callback):
             writer.flush()
 
 
+class TrainingImages(L.Callback):
+    """Once per run, the first training batch as the network sees it (after augmentation), in the
+    Images tab as train/images: to check what an augmentation config does to the digits."""
+
+    def __init__(self, count: int = 32) -> None:
+        self.count, self.done = count, False
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.done:
+            return
+        self.done = True
+        images = batch[0][: self.count].reshape(-1, 1, 28, 28)
+        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float().clamp(0, 1)
+        for logger in tensorboard_loggers(trainer):
+            logger.experiment.add_images("train/images", images.cpu(), global_step=trainer.global_step, dataformats="NCHW")
+
+
 class TestFigures(L.Callback):
     """At test time: the confusion matrix and the misclassified digits the model was surest about.
 
@@ -102,7 +148,7 @@ class TestFigures(L.Callback):
         self.max_misclassified = max_misclassified
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        classes = pl_module.hparams.num_classes
+        classes = pl_module.num_classes
         # The same answer on every process (loggers exist on all of them; only rank 0 writes).
         self.enabled = any(isinstance(lg, (LightningTensorBoardLogger, MLFlowLogger)) for lg in trainer.loggers)
         self.matrix = torch.zeros(classes * classes, dtype=torch.long, device=pl_module.device)
@@ -112,9 +158,9 @@ class TestFigures(L.Callback):
         if not self.enabled:
             return
         images, labels = batch
-        # test_step keeps no predictions; one more forward pass of an MLP costs next to nothing.
+        # test_step keeps no predictions: one more forward pass over the test set, a second or two.
         confidence, predicted = pl_module(images).softmax(dim=1).max(dim=1)
-        classes = pl_module.hparams.num_classes
+        classes = pl_module.num_classes
         self.matrix += torch.bincount(labels * classes + predicted, minlength=classes * classes)
         wrong = predicted != labels
         if wrong.any():
@@ -143,7 +189,7 @@ class TestFigures(L.Callback):
         loggers = figure_loggers(trainer)
         if not loggers:
             return
-        classes = pl_module.hparams.num_classes
+        classes = pl_module.num_classes
         matrix = matrix.view(classes, classes).cpu().numpy()
         self.confusion = matrix  # the counts over every process (tests read them)
         figures = {"test/confusion_matrix": confusion_matrix_figure(matrix)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -22,13 +23,12 @@ from digitrec.checkpoint import export_model, load_checkpoint, resume_checkpoint
 from digitrec.config import check_config
 from digitrec.console import progress_callbacks, quiet_lightning
 from digitrec.errors import DigitrecError, RunFailed
+from digitrec.nets import OWN_NETS, upgrade_hyper_parameters
 from digitrec.run_checkpoints import AtomicCheckpointIO, best_checkpoint
 from digitrec.runs import in_multirun, run_overrides, write_metrics
 from digitrec.runtime import skip_futile_nvml_probe
 
 log = logging.getLogger(__name__)
-
-ARCHITECTURE_KEYS = ("input_size", "hidden_sizes", "num_classes")
 
 
 class TrainingWatch(L.Callback):
@@ -49,16 +49,18 @@ class TrainingWatch(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        lr = pl_module.hparams.get("lr")
+        lr = getattr(pl_module, "lr", None)
         advice = (
-            f"try a smaller model.lr than {lr}, e.g. model.lr={min(lr / 10, 1e-3):g}" if isinstance(lr, (int, float)) else "try a smaller model.lr"
+            f"try a smaller model.optimizer.lr than {lr}, e.g. model.optimizer.lr={min(lr / 10, 1e-3):g}"
+            if isinstance(lr, (int, float))
+            else "try a smaller model.optimizer.lr"
         )
         epoch = trainer.current_epoch + 1
         for key in ("train/loss_step", "val/loss"):
             value = trainer.callback_metrics.get(key)
             if value is not None and not torch.isfinite(value).all():
                 raise RunFailed(f"training diverged: {key.removesuffix('_step')} is {float(value)} in epoch {epoch} ({advice})")
-        classes = int(pl_module.hparams.get("num_classes", 10))
+        classes = int(getattr(pl_module, "num_classes", 10))
         loss, acc = trainer.callback_metrics.get("val/loss"), trainer.callback_metrics.get("val/acc")
         start = math.log(classes)
         if loss is not None and float(loss) > self.LOSS_BLOWUP * start:
@@ -68,7 +70,7 @@ class TrainingWatch(L.Callback):
         if acc is not None and trainer.global_step >= self.STEPS_TO_LEARN and float(acc) <= 2.0 / classes:
             raise RunFailed(
                 f"training stopped learning: val/acc is {float(acc):.4f} after epoch {epoch} ({trainer.global_step} steps), "
-                f"chance level is {1 / classes:.2f} (try another model.lr than {lr}; the tutorial's is 0.001)"
+                f"chance level is {1 / classes:.2f} (try another model.optimizer.lr than {lr}; the tutorial's is 0.001)"
             )
 
 
@@ -120,16 +122,30 @@ def setup_run(cfg: DictConfig) -> None:
         torch.set_num_threads(cfg.threads)
 
 
+def with_defaults(net: dict[str, Any]) -> dict[str, Any]:
+    """A network record with the defaults of digitrec's own classes filled in: a record that leaves
+    a default out (a digitrec.model/1 checkpoint says nothing of dropout) is the same network."""
+    cls = OWN_NETS.get(str(net.get("_target_")))
+    if cls is None:
+        return dict(net)
+    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not inspect.Parameter.empty}
+    filled = {**defaults, **net}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in filled.items()}
+
+
 def check_resume(ckpt_path: str, model: L.LightningModule) -> str:
     """The checkpoint file to resume from, checked before fitting: local (never a URL), readable
     with weights_only, ours, and of the configured architecture. Lightning then reads that same file."""
     path = resume_checkpoint(ckpt_path)
-    saved = load_checkpoint(path)["hyper_parameters"]
-    for key in ARCHITECTURE_KEYS:
-        if saved.get(key) != model.hparams[key]:
+    saved = with_defaults(upgrade_hyper_parameters(load_checkpoint(path)["hyper_parameters"])["net"])
+    configured = with_defaults(model.hparams.net)
+    for key in sorted(set(saved) | set(configured)):
+        if saved.get(key) != configured.get(key):
+            name = "model.net" if key == "_target_" else f"model.net.{key}"
+            value = saved.get(key, "(not set)")
             raise DigitrecError(
-                f"checkpoint {ckpt_path} has model.{key}={saved.get(key)}, but the config says {model.hparams[key]}: "
-                f"resume with the same model settings (model.{key}={saved.get(key)})"
+                f"checkpoint {ckpt_path} has {name}={value}, but the config says {configured.get(key, '(not set)')}: "
+                f"resume with the same network settings ({name}={value})"
             )
     return str(path)
 
