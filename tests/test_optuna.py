@@ -149,6 +149,18 @@ def test_a_search_stores_its_study_and_continues_it_after_a_kill(tmp_path):
     assert "6 ok" in again.stdout
 
 
+FIXED_DIMENSIONS = (
+    "data.batch_size=100",
+    "model.net.hidden_sizes=[500,100]",
+    "model.net.dropout=0.0",
+    "model.net.norm=none",
+    "model/optimizer=adam",
+    "model.optimizer.weight_decay=0.0",
+    "model/scheduler=none",
+    "data/augment=none",
+)
+
+
 @pytest.mark.slow
 def test_failed_and_pruned_trials_are_recorded_with_jobs_in_other_processes(tmp_path):
     """lr -1 fails its job; lr 1e-6 is hopeless after one epoch; jobs run two at a time in
@@ -156,7 +168,10 @@ def test_failed_and_pruned_trials_are_recorded_with_jobs_in_other_processes(tmp_
     search = [
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=6",
+        "seed=3",  # a sampler seed that draws all three learning rates within 6 trials
         "model.optimizer.lr=choice(-1.0,1e-6,1e-3)",
+        # Only the learning rate varies: the space's other dimensions fixed (KEY=VALUE).
+        *FIXED_DIMENSIONS,
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=5",
         "trainer.limit_val_batches=2",
