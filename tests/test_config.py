@@ -134,3 +134,11 @@ def test_good_values_pass_the_pre_check(override):
     from digitrec.cli import precheck
 
     assert precheck("train", [override]) == []
+
+
+def test_the_pre_checks_activation_names_are_the_networks():
+    """config.py keeps its own copy (it must not import torch): the two must name the same activations."""
+    from digitrec.config import ACTIVATION_NAMES
+    from digitrec.nets import ACTIVATIONS
+
+    assert set(ACTIVATION_NAMES) == set(ACTIVATIONS)

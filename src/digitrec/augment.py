@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from digitrec.nets import as_unit_float
+
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     return torch.rand(n, generator=generator, device=device) * (high - low) + low
@@ -99,7 +101,7 @@ class RandomWarp:
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, size = len(images), images.shape[-1]
         x = images.reshape(n, 1, size, size)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        x = as_unit_float(x)
         matrices, keep = self._affine_and_kept(n, generator, x.device)
         grid = F.affine_grid(matrices, [n, 1, size, size], align_corners=False)
         if self.elastic_alpha > 0:

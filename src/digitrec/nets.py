@@ -28,6 +28,11 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tan
 NORMS = ("none", "batch", "layer")
 
 
+def as_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """Images as float in [0, 1]: uint8 batches (0-255) scaled, float ones as they are."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+
+
 class Normalize(nn.Module):
     """(x / 255 - mean) / std for uint8 images, (x - mean) / std for float ones, as one multiply-add:
     one pass over the batch instead of three, a measurable share of a small model's step. The mean
@@ -147,7 +152,7 @@ class ImagesAsFloat(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)  # -1: a dynamic batch in ONNX exports too
-        return self.net(x.float() / 255.0 if x.dtype == torch.uint8 else x.float())
+        return self.net(as_unit_float(x))
 
 
 # The networks a checkpoint may name: rebuilding never imports any other class named in a file.

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from digitrec.figures import confusion_matrix_figure, misclassified_grid
+from digitrec.nets import as_unit_float
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
@@ -132,7 +133,7 @@ class TrainingImages(L.Callback):
             return
         self.done = True
         images = batch[0][: self.count].reshape(-1, 1, 28, 28)
-        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float().clamp(0, 1)
+        images = as_unit_float(images).clamp(0, 1)
         for logger in tensorboard_loggers(trainer):
             logger.experiment.add_images("train/images", images.cpu(), global_step=trainer.global_step, dataformats="NCHW")
 
