@@ -45,3 +45,23 @@ def run_digitrec(*args: str, cwd: Path, timeout: float = 300, env: dict | None =
     """Run the real command line (`python -m digitrec ...`) with this interpreter, as a user would."""
     full_env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir()), "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "digitrec", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def check_command(overrides: list[str], config_name: str = "train", until: str = "all") -> None:
+    """The checks `digitrec CONFIG_NAME OVERRIDES` runs before its run directory exists, in-process:
+    Hydra's composition (its compose API) and digitrec.run_checks. Raises DigitrecError.
+    until="config": digitrec's own rules only (what is judged before Lightning is imported)."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+
+    from digitrec.config import check_added_keys, check_config
+    from digitrec.run_checks import RunChecks, added_keys, job_config, parsed_overrides
+
+    with initialize_config_module("digitrec.configs", version_base="1.3"):
+        config = compose(config_name, overrides=overrides, return_hydra_config=True)
+    if until == "config":
+        HydraConfig.instance().set_config(config)
+        check_added_keys(job_config(config), added_keys(parsed_overrides(config)), set(config.hydra.runtime.choices))
+        check_config(job_config(config))
+    else:
+        RunChecks().check_run(config, config_name)

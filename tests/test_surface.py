@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_TRAIN, run_digitrec
+from conftest import REPO, TINY_TRAIN, check_command, run_digitrec
 from digitrec.checkpoint import EXPORT_FORMAT, export_model, load_model
-from digitrec.cli import precheck
 from digitrec.errors import DigitrecError
 
 TESTS_ON_PATH = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
@@ -357,7 +356,7 @@ BAD_SURFACE = [
 @pytest.mark.parametrize("overrides, expected", BAD_SURFACE, ids=[o for o, _ in BAD_SURFACE])
 def test_bad_surface_values_are_one_line(overrides, expected):
     with pytest.raises(DigitrecError) as error:
-        precheck("train", overrides.split())
+        check_command(overrides.split())
     message = str(error.value)
     assert message.startswith(expected) and "\n" not in message, message
 
@@ -377,7 +376,7 @@ def test_bad_surface_values_are_one_line(overrides, expected):
     ],
 )
 def test_good_surface_values_pass(overrides):
-    assert precheck("train", overrides.split()) == []
+    check_command(overrides.split())
 
 
 @pytest.mark.parametrize(
@@ -566,16 +565,24 @@ def test_v1_hyper_parameters_become_records():
 def test_a_v1_run_can_be_resumed_with_the_same_network(v1_checkpoint):
     from omegaconf import OmegaConf
 
+    from digitrec.checkpoint import load_checkpoint
     from digitrec.cli import compose
-    from digitrec.model import DigitClassifier
-    from digitrec.train import check_resume
+    from digitrec.train import check_same_network
 
     path, _ = v1_checkpoint
-    same = compose("train", ["model.net.hidden_sizes=[32]"]).model.net
-    assert check_resume(str(path), DigitClassifier(net=OmegaConf.to_container(same))) == str(path.resolve())
-    wider = compose("train", ["model.net.hidden_sizes=[64]"]).model.net
+    saved = load_checkpoint(path)["hyper_parameters"]
+    check_same_network(str(path), saved, OmegaConf.to_container(compose("train", ["model.net.hidden_sizes=[32]"]).model.net))
+    wider = OmegaConf.to_container(compose("train", ["model.net.hidden_sizes=[64]"]).model.net)
     with pytest.raises(DigitrecError, match=r"has model.net.hidden_sizes=\[32\], but the config says \[64\]"):
-        check_resume(str(path), DigitClassifier(net=OmegaConf.to_container(wider)))
+        check_same_network(str(path), saved, wider)
+
+
+def test_resuming_from_an_exported_model_says_what_to_use(v1_checkpoint, tmp_path):
+    path, _ = v1_checkpoint
+    result = run_digitrec("train", f"ckpt_path={path}", "model.net.hidden_sizes=[32]", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith(f"digitrec: error: ckpt_path={path} holds a trained model's weights only") and result.stderr.count("\n") == 1
+    assert "checkpoints/last.ckpt" in result.stderr and not (tmp_path / "outputs").exists()
 
 
 def test_serve_describes_a_v1_checkpoint(v1_checkpoint):
@@ -687,9 +694,12 @@ def test_run_and_job_names_stay_readable_with_groups_and_targets():
     assert overrides_suffix("data/augment=elastic,model.net.channels=[8,16]") == "_data-augment=elastic,model.net.channels=[8,16]"
 
 
+@pytest.mark.slow
 def test_a_sweep_over_groups_names_its_jobs_by_them(tmp_path):
-    from digitrec.cli import precheck as check
-
-    naming = check("train", ["-m", "model/net=mlp,cnn", "model.optimizer._target_=torch.optim.RMSprop"])
-    (exclude,) = [n for n in naming if n.startswith("hydra.job.config.override_dirname.exclude_keys=")]
-    assert "'model.optimizer._target_'" in exclude and "'model/net'" not in exclude, "shared keys are left out of job names"
+    result = run_digitrec(
+        "train", "-m", "model/net=mlp,cnn", "model.optimizer._target_=torch.optim.RMSprop", "trainer.fast_dev_run=true", "progress=lines",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == ["0_model-net=mlp", "1_model-net=cnn"], "what every job shares is left out of the job names"

@@ -1,20 +1,21 @@
-"""The config schema and its checks: every user mistake becomes one line before training starts.
+"""The config's checks: every user mistake becomes one line before a run starts.
 
-Hydra composes `configs/`; `check_config` then merges the result into typed dataclasses
-(wrong types and unknown keys fail there) and applies the value rules below.
+Hydra composes `configs/` once; `check_config` then judges the composed config once, before the
+run's directory exists (see digitrec.cli). Component records (`_target_` + arguments) are checked
+against the class they name with `inspect.signature`; the value rules below are digitrec's own
+(what its networks, data and runs need), never a copy of what a library checks itself. This
+module imports torch (through the classes it asks) but never Lightning: Lightning judges its
+Trainer, callbacks and loggers itself (digitrec.train.check_lightning_components).
 """
 
 from __future__ import annotations
 
-import ast
+import difflib
 import hashlib
-import importlib.util
-import inspect
 import os
 import re
 import secrets
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from digitrec.errors import DigitrecError, first_line
+from digitrec.nets import ACTIVATIONS, NORMS
+from digitrec.targets import signature
 
 # A short random id per run, cached so every read of the run directory gives the same value;
 # with the timestamp it keeps two runs that start in the same second apart.
@@ -54,30 +57,6 @@ if not OmegaConf.has_resolver("overrides_prefix"):
 # What a sweep may rank its jobs by: the numbers every run writes into metrics.json.
 OBJECTIVES = ("val/acc_best", "test/acc", "test/loss")
 
-
-@dataclass
-class ModelSchema:
-    _target_: str = "digitrec.model.DigitClassifier"
-    _recursive_: bool = False
-    net: Any = None
-    optimizer: Any = None
-    scheduler: Any = None
-    label_smoothing: float = 0.0
-
-
-@dataclass
-class DataSchema:
-    _target_: str = "digitrec.data.MNISTDataModule"
-    data_dir: str | None = None
-    download: bool = True
-    download_dir: str = "data"
-    val_size: int = 5000
-    batch_size: int = 100
-    eval_batch_size: int = 1000
-    seed: int = 12345
-    augment: Any = None
-
-
 # numpy's and Python's generators take seeds in [0, 2**32): Lightning's seed_everything refuses others.
 MAX_SEED = 2**32 - 1
 
@@ -90,21 +69,8 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def parameter_count(net: DictConfig) -> int | None:
-    """The number of weights of one of digitrec's networks (None for another class)."""
-    target = net.get("_target_")
-    if target == "digitrec.nets.MLP":
-        widths = [net.get("input_size", 784), *net.get("hidden_sizes", [500, 100]), net.get("num_classes", 10)]
-        return sum(a * b + b for a, b in zip(widths, widths[1:]))
-    if target == "digitrec.nets.CNN":
-        k, width, size, count = net.get("kernel_size", 3), 1, 28, 0
-        for out in net.get("channels", [32, 64]):
-            for _ in range(net.get("convs_per_block", 2)):
-                count, width = count + width * out * k * k + out, out
-            size //= 2
-        hidden = net.get("hidden_size", 256)
-        return count + width * size * size * hidden + hidden + hidden * net.get("num_classes", 10) + net.get("num_classes", 10)
-    return None
+def is_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple, ListConfig))
 
 
 def memory_bytes() -> int | None:
@@ -115,263 +81,80 @@ def memory_bytes() -> int | None:
         return None
 
 
-def _model_fits(net: DictConfig) -> tuple[bool, str]:
-    """Whether training the network fits in memory: weights, gradients and Adam's two moments are
-    4 float32 copies of the parameters, checked before anything is allocated."""
+def parameter_count(net: DictConfig) -> int | None:
+    """The network's number of weights, counted on the meta device (shapes only, no memory), or
+    None for a class that cannot be built there."""
+    import torch
+
+    from digitrec.nets import build_net
+
+    record = OmegaConf.to_container(net, resolve=True)
+    try:
+        with torch.device("meta"):
+            module = build_net(record, trusted=[str(record.get("_target_"))])
+    except Exception:  # noqa: BLE001  (a user's class that needs real tensors to initialise: no estimate)
+        return None
+    return sum(p.numel() for p in module.parameters())
+
+
+def check_fits_in_memory(net: DictConfig) -> None:
+    """Training keeps 4 float32 copies of the parameters (weights, gradients, Adam's two moments):
+    refuse a network that cannot fit before anything is allocated."""
     params, memory = parameter_count(net), memory_bytes()
     if params is None or memory is None or 16 * params <= memory:
-        return True, ""
-    return False, (
-        f"{params:,} parameters ({4 * params / 1e9:,.1f} GB as float32, about {16 * params / 1e9:,.0f} GB to train), "
-        f"more than this machine's {memory / 1e9:.0f} GB of memory: choose smaller widths, e.g. model.net.hidden_sizes=[500,100]"
+        return
+    raise DigitrecError(
+        f"config error at model.net: the network gives {params:,} parameters ({4 * params / 1e9:,.1f} GB as float32, about "
+        f"{16 * params / 1e9:,.0f} GB to train), more than this machine's {memory / 1e9:.0f} GB of memory: "
+        "choose smaller widths, e.g. model.net.hidden_sizes=[500,100]"
     )
 
 
-def _limit_ok(value: Any) -> bool:
-    # Lightning's limit_*_batches: a share of the batches (0.0-1.0) or a number of batches.
-    return (is_int(value) and value >= 0) or (isinstance(value, float) and 0.0 <= value <= 1.0)
+# Trainer values that Lightning's Trainer accepts when it is built (Lightning judges everything
+# else itself, see digitrec.train.check_lightning_components) but that fail, or quietly do nothing,
+# once a run is under way.
+TRAINER_RANGES: dict[str, tuple[Any, str]] = {
+    "max_epochs": (lambda v: is_int(v) and v >= 1, "an integer >= 1, e.g. trainer.max_epochs=5"),
+    "min_epochs": (lambda v: v is None or (is_int(v) and v >= 0), "an integer >= 0"),
+    "log_every_n_steps": (lambda v: v is None or (is_int(v) and v >= 0), "an integer >= 0 (0: no step logging), e.g. trainer.log_every_n_steps=50"),
+    "gradient_clip_val": (lambda v: v is None or not is_number(v) or v >= 0, "a number >= 0, e.g. trainer.gradient_clip_val=1.0"),
+    "accumulate_grad_batches": (lambda v: not is_int(v) or v >= 1, "an integer >= 1, e.g. trainer.accumulate_grad_batches=2"),
+    "val_check_interval": (lambda v: v is None or not is_number(v) or v > 0, "a share of an epoch (0.0-1.0] or a number of steps >= 1"),
+    "check_val_every_n_epoch": (lambda v: v is None or (is_int(v) and v >= 1), "an integer >= 1"),
+    "num_sanity_val_steps": (lambda v: v is None or (is_int(v) and v >= -1), "an integer >= 0, or -1 (all)"),
+}
 
 
-def _devices_ok(value: Any) -> bool:
-    if value == "auto" or (is_int(value) and (value >= 1 or value == -1)):
-        return True
-    if isinstance(value, str):  # "2", "-1", "0,1", "0,"
-        return re.fullmatch(r"\s*(-1|\d+|(\d+\s*,\s*)+\d*)\s*", value) is not None and value.strip() != "0"
-    if isinstance(value, (list, tuple, ListConfig)):
-        return len(value) > 0 and all(is_int(v) and v >= 0 for v in value)
-    return False
-
-
-def _max_time_ok(value: Any) -> bool:
-    if isinstance(value, str):
-        return re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", value) is not None
-    if isinstance(value, (dict, DictConfig)):
-        return set(value) <= {"weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds"} and all(
-            is_number(v) and v >= 0 for v in value.values()
-        )
-    return False
-
-
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla")
-
-
-def _trainer_rules(trainer: DictConfig) -> list[tuple[str, Any, bool, str]]:
-    """Value rules for the Trainer options people set most; Lightning itself checks the rest (see
-    check_trainer_with_lightning). Only keys that are set are checked."""
-    t = {k: trainer[k] for k in trainer if k != "_target_" and not OmegaConf.is_missing(trainer, k)}
-    checks = {
-        "devices": (_devices_ok, "a number of devices >= 1, -1 (all), auto, or device indices such as [0,1] or '0,1'"),
-        "accelerator": (lambda v: v in ACCELERATORS, f"one of {', '.join(ACCELERATORS)}"),
-        "precision": (lambda v: v in precision_values(), "one of " + ", ".join(map(str, precision_values())) + ", e.g. trainer.precision=bf16-mixed"),
-        "max_time": (_max_time_ok, "DD:HH:MM:SS, e.g. trainer.max_time=00:01:30:00 (an hour and a half)"),
-        "limit_train_batches": (_limit_ok, "a share of the batches between 0.0 and 1.0, or a number of batches >= 0"),
-        "limit_val_batches": (_limit_ok, "a share of the batches between 0.0 and 1.0, or a number of batches >= 0"),
-        "limit_test_batches": (_limit_ok, "a share of the batches between 0.0 and 1.0, or a number of batches >= 0"),
-        "limit_predict_batches": (_limit_ok, "a share of the batches between 0.0 and 1.0, or a number of batches >= 0"),
-        "overfit_batches": (_limit_ok, "a share of the batches between 0.0 and 1.0, or a number of batches >= 0"),
-        "gradient_clip_val": (lambda v: is_number(v) and v >= 0, "a number >= 0, e.g. trainer.gradient_clip_val=1.0"),
-        "gradient_clip_algorithm": (lambda v: v in ("norm", "value"), "norm or value"),
-        "accumulate_grad_batches": (lambda v: is_int(v) and v >= 1, "an integer >= 1, e.g. trainer.accumulate_grad_batches=2"),
-        "log_every_n_steps": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: no step logging), e.g. trainer.log_every_n_steps=50"),
-        "max_steps": (lambda v: is_int(v) and v >= -1, "an integer >= 1, or -1 (no limit)"),
-        "min_epochs": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
-        "check_val_every_n_epoch": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-        "val_check_interval": (
-            lambda v: (is_int(v) and v >= 1) or (isinstance(v, float) and 0.0 < v <= 1.0),
-            "a share of an epoch (0.0-1.0] or a number of steps >= 1",
-        ),
-        "num_sanity_val_steps": (lambda v: is_int(v) and v >= -1, "an integer >= 0, or -1 (all)"),
-        "deterministic": (lambda v: isinstance(v, bool) or v == "warn", "true, false or warn"),
-        "fast_dev_run": (lambda v: isinstance(v, bool) or (is_int(v) and v >= 0), "true, false, or a number of batches"),
-    }
-    return [(f"trainer.{k}", t[k], ok(t[k]), expected) for k, (ok, expected) in checks.items() if t.get(k) is not None]
-
-
-def _rules(cfg: DictConfig, model: DictConfig | None, data: DictConfig) -> list[tuple[str, Any, bool, str]]:
-    """(key, value, ok, what a valid value looks like) for every value rule, on type-checked sections."""
-    rules = [
+def _rules(cfg: DictConfig) -> list[tuple[str, Any, bool, str]]:
+    """(key, value, ok, what a valid value looks like) for every value rule that applies."""
+    rules: list[tuple[str, Any, bool, str]] = [
         ("seed", cfg.seed, is_int(cfg.seed) and 0 <= cfg.seed <= MAX_SEED, f"an integer from 0 to {MAX_SEED}, e.g. seed=12345"),
-        ("data.batch_size", data.batch_size, data.batch_size >= 1, "an integer >= 1, e.g. data.batch_size=100"),
-        ("data.eval_batch_size", data.eval_batch_size, data.eval_batch_size >= 1, "an integer >= 1"),
-        ("data.val_size", data.val_size, 1 <= data.val_size < 60000, "between 1 and 59999 images of the official training set"),
     ]
-    if model is not None:
-        rules.append(
-            (
-                "model.label_smoothing",
-                model.label_smoothing,
-                0 <= model.label_smoothing < 1,
-                "a number from 0 (none) to below 1, e.g. model.label_smoothing=0.1",
-            )
-        )
-
+    data = cfg.data
+    for key, at_least, example in (("batch_size", 1, "data.batch_size=100"), ("eval_batch_size", 1, "data.eval_batch_size=1000")):
+        if key in data:
+            rules.append((f"data.{key}", data[key], is_int(data[key]) and data[key] >= at_least, f"an integer >= {at_least}, e.g. {example}"))
+    if "val_size" in data:
+        rules.append(("data.val_size", data.val_size, is_int(data.val_size) and 1 <= data.val_size < 60000, "between 1 and 59999 images of the official training set"))
+    model = cfg.get("model")
+    if isinstance(model, DictConfig) and "label_smoothing" in model:
+        smoothing = model.label_smoothing
+        rules.append(("model.label_smoothing", smoothing, is_number(smoothing) and 0 <= smoothing < 1, "a number from 0 (none) to below 1, e.g. model.label_smoothing=0.1"))
     trainer = cfg.trainer
-    max_epochs = trainer.get("max_epochs")
-    rules.append(("trainer.max_epochs", max_epochs, isinstance(max_epochs, int) and max_epochs >= 1, "an integer >= 1, e.g. trainer.max_epochs=5"))
-    rules += _trainer_rules(trainer)
+    for key, (ok, expected) in TRAINER_RANGES.items():
+        if key in trainer or key == "max_epochs":
+            rules.append((f"trainer.{key}", trainer.get(key), ok(trainer.get(key)), expected))
     for group, kind in (("callbacks", "a callback"), ("logger", "a logger")):
         for name, entry in (cfg.get(group) or {}).items():
             ok = entry is None or (isinstance(entry, DictConfig) and "_target_" in entry)
             rules.append((f"{group}.{name}", entry, ok, f"{kind} config with a _target_ (or null to turn it off), e.g. {group}.{name}=null"))
     threads = cfg.get("threads")
-    rules.append(("threads", threads, threads is None or (isinstance(threads, int) and threads >= 1), "null (PyTorch's default) or an integer >= 1"))
+    rules.append(("threads", threads, threads is None or (is_int(threads) and threads >= 1), "null (PyTorch's default) or an integer >= 1"))
     objective = cfg.get("optimized_metric")
     rules.append(("optimized_metric", objective, objective in (None, *OBJECTIVES), f"one of {', '.join(OBJECTIVES)}"))
     progress = cfg.get("progress", "auto")
     rules.append(("progress", progress, progress in ("auto", "bar", "lines"), "one of auto, bar, lines"))
     return rules
-
-
-def _merge_schema(section: str, schema: type, values: DictConfig) -> DictConfig:
-    try:
-        return OmegaConf.merge(OmegaConf.structured(schema), values)
-    except OmegaConfBaseException as err:
-        key = f"{section}.{err.key}" if getattr(err, "key", None) is not None else section
-        reason = first_line(err, limit=10_000)
-        if "not in" in reason or "Key '" in reason:
-            known = ", ".join(k for k in OmegaConf.structured(schema) if not k.startswith("_"))
-            reason = f"unknown key (known keys: {known})"
-        raise DigitrecError(f"config error at {key}: {reason}") from None
-
-
-TRAINER_TARGETS = ("lightning.pytorch.Trainer", "lightning.Trainer", "lightning.pytorch.trainer.trainer.Trainer")
-
-
-def _lightning_module_ast(relative: str) -> ast.Module | None:
-    """A module of the installed Lightning, parsed but not imported: importing Lightning takes
-    seconds, and a typo on the command line should be reported in about one."""
-    spec = importlib.util.find_spec("lightning")  # a top-level find_spec imports nothing
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    try:
-        return ast.parse((Path(spec.submodule_search_locations[0]) / relative).read_text())
-    except (OSError, SyntaxError, ValueError):
-        return None
-
-
-def trainer_parameters() -> set[str]:
-    """The keyword arguments of Lightning's Trainer, read from its source (imported only as a fallback)."""
-    tree = _lightning_module_ast("pytorch/trainer/trainer.py")
-    for node in ast.walk(tree) if tree else ():
-        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
-                    args = item.args
-                    return {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]} - {"self"}
-    from lightning.pytorch import Trainer
-
-    return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
-
-
-def precision_values() -> tuple:
-    """The precision values Lightning's Trainer accepts, from its source (imported only as a fallback)."""
-    names = ("_PRECISION_INPUT_INT", "_PRECISION_INPUT_STR", "_PRECISION_INPUT_STR_ALIAS")
-    tree = _lightning_module_ast("fabric/plugins/precision/precision.py")
-    found: dict[str, tuple] = {}
-    for node in tree.body if tree else ():
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and getattr(node.targets[0], "id", None) in names:
-            try:
-                values = ast.literal_eval(node.value.slice)
-            except (ValueError, AttributeError, SyntaxError):
-                continue
-            found[node.targets[0].id] = values if isinstance(values, tuple) else (values,)
-    if len(found) == len(names):
-        return tuple(v for name in names for v in found[name])
-    from typing import get_args
-
-    from lightning.fabric.plugins.precision import precision
-
-    return tuple(v for name in names for v in get_args(getattr(precision, name)))
-
-
-def _check_trainer_keys(trainer: DictConfig) -> None:
-    if str(trainer.get("_target_")) in TRAINER_TARGETS:
-        known = trainer_parameters()
-    else:  # another Trainer class: ask it
-        from hydra.utils import get_class
-
-        known = set(inspect.signature(get_class(trainer._target_).__init__).parameters) - {"self"}
-    unknown = sorted(k for k in trainer if k != "_target_" and k not in known)
-    if unknown:
-        raise DigitrecError(
-            f"config error at trainer.{unknown[0]}: not an option of Lightning's Trainer (see Trainer's documentation for valid keys)"
-        )
-
-
-# Trainer settings that construct on every machine: anything else is tried on a real Trainer
-# (check_trainer_with_lightning) before the run starts, which costs the import of Lightning.
-PLAIN_TRAINER = {
-    "accelerator": ("auto", "cpu"),
-    "devices": (1, "1", "auto"),
-    "strategy": ("auto",),
-    "precision": (32, "32", "32-true"),
-    "profiler": (),
-}
-PLAIN_TRAINER_KEYS = {
-    "_target_",
-    "default_root_dir",
-    "max_epochs",
-    "min_epochs",
-    "max_steps",
-    "max_time",
-    "log_every_n_steps",
-    "limit_train_batches",
-    "limit_val_batches",
-    "limit_test_batches",
-    "limit_predict_batches",
-    "overfit_batches",
-    "gradient_clip_val",
-    "gradient_clip_algorithm",
-    "accumulate_grad_batches",
-    "check_val_every_n_epoch",
-    "val_check_interval",
-    "num_sanity_val_steps",
-    "deterministic",
-    "fast_dev_run",
-    "benchmark",
-    "enable_model_summary",
-    "num_nodes",
-    *PLAIN_TRAINER,
-}
-
-
-def needs_lightning_check(trainer: DictConfig) -> bool:
-    for key in trainer:
-        value = trainer.get(key)
-        if key not in PLAIN_TRAINER_KEYS or (key in PLAIN_TRAINER and value is not None and value not in PLAIN_TRAINER[key]):
-            return True
-    return trainer.get("num_nodes", 1) not in (None, 1)
-
-
-def check_trainer_with_lightning(trainer: DictConfig) -> None:
-    """Build the configured Trainer once (no callbacks, no logger) so that what only Lightning can
-    judge (is that GPU there? is that strategy known?) is one line before the run directory exists."""
-    import logging
-    import warnings
-
-    from hydra.utils import instantiate
-
-    quiet = logging.getLogger("lightning.pytorch")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # the real Trainer reports the devices; this one stays silent
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            instantiate(trainer, callbacks=[], logger=False, enable_progress_bar=False, enable_checkpointing=False)
-    except Exception as err:  # noqa: BLE001  (Lightning raises ValueError, TypeError, MisconfigurationException, ...)
-        hint = ""
-        if str(trainer.get("accelerator")) in ("gpu", "cuda"):
-            hint = " (no usable GPU here? use trainer=cpu, or trainer.accelerator=auto to take a GPU when there is one)"
-        raise DigitrecError(f"config error at trainer: {trainer_error(err)}{hint}") from None
-    finally:
-        quiet.setLevel(level)
-
-
-def trainer_error(err: BaseException) -> str:
-    """One line for an error Lightning raised when building a Trainer (its messages run long)."""
-    text = " ".join(str(getattr(err, "__cause__", None) or err).split()) if "Error in call to target" in str(err) else " ".join(str(err).split())
-    text = text.split(" Find a complete list")[0].split(" See https://")[0]
-    return text[:400] or type(err).__name__
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -383,21 +166,16 @@ def check_config(cfg: DictConfig) -> None:
         OmegaConf.to_container(cfg, resolve=True)  # surfaces broken interpolations now, not mid-run
     except OmegaConfBaseException as err:
         raise DigitrecError(f"config error at {getattr(err, 'full_key', '') or 'config'}: {first_line(err, limit=10_000)}") from None
-    model = _merge_schema("model", ModelSchema, cfg.model) if "model" in cfg else None
-    data = _merge_schema("data", DataSchema, cfg.data)
-    _check_trainer_keys(cfg.trainer)
-    for key, value, ok, expected in _rules(cfg, model, data):
+    for key, value, ok, expected in _rules(cfg):
         if not ok:
             raise DigitrecError(f"config error at {key}: got {value!r}, expected {expected}")
-    if model is not None:
-        check_model_records(model)
-    if data.augment is not None:
-        check_record("data.augment", data.augment, "an augmentation", skip=0)
-        check_values("data.augment", data.augment)
+    if isinstance(cfg.get("model"), DictConfig):
+        check_model_records(cfg.model)
+    if cfg.data.get("augment") is not None:
+        check_record("data.augment", cfg.data.augment, "an augmentation")
+        check_values("data.augment", cfg.data.augment)
 
 
-# The same names as digitrec.nets.ACTIVATIONS (that module imports torch; this one must not).
-ACTIVATION_NAMES = ("relu", "gelu", "silu", "tanh", "leaky_relu", "elu")
 NET_RULES: dict[str, tuple[Any, str]] = {
     "input_size": (lambda v: v == 784, "784 (28x28 MNIST images)"),
     "num_classes": (lambda v: v == 10, "10 (the digits 0-9)"),
@@ -413,8 +191,8 @@ NET_RULES: dict[str, tuple[Any, str]] = {
     "convs_per_block": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "hidden_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1, e.g. 256"),
     "dropout": (lambda v: is_number(v) and 0 <= v < 1, "a probability from 0 to below 1, e.g. 0.2"),
-    "norm": (lambda v: v in ("none", "batch", "layer"), "one of none, batch, layer"),
-    "activation": (lambda v: v in ACTIVATION_NAMES, "one of " + ", ".join(ACTIVATION_NAMES)),
+    "norm": (lambda v: v in NORMS, "one of " + ", ".join(NORMS)),
+    "activation": (lambda v: v in ACTIVATIONS, "one of " + ", ".join(ACTIVATIONS)),
     "std": (lambda v: is_number(v) and v > 0, "a positive number"),
 }
 OPTIMIZER_RULES: dict[str, tuple[Any, str]] = {
@@ -448,14 +226,16 @@ DIGITREC_KEYS = {"model.scheduler": {"interval"}}
 FILLED_IN = {"model.scheduler": {"total_steps", "T_max", "total_iters"}}
 
 
-def is_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple, ListConfig))
+def alternatives(name: str, names: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f"did you mean {close[0]}?"
+    return f"it takes: {', '.join(names)}" if names else "it takes no arguments"
 
 
-def check_record(key: str, record: Any, kind: str, skip: int) -> None:
+def check_record(key: str, record: Any, kind: str, skip: int = 0) -> None:
     """A `_target_` record: the class exists, every key is one of its arguments, none is missing.
-    The class is read from its source where possible (no import of torch for a typo)."""
-    from digitrec.targets import signature
+    The class is imported and asked (inspect.signature), as Hydra will when it builds it."""
 
     example = {"model.net": "model/net=cnn", "model.optimizer": "model/optimizer=adamw", "model.scheduler": "model/scheduler=cosine"}.get(key, "")
     if not isinstance(record, DictConfig) or "_target_" not in record.keys():
@@ -477,8 +257,7 @@ def check_record(key: str, record: Any, kind: str, skip: int) -> None:
     arguments = [str(k) for k in record if not str(k).startswith("_") and k not in ours]
     for name in arguments:
         if not accepted.accepts(name):
-            takes = ", ".join(accepted.names) or "no arguments"
-            raise DigitrecError(f"config error at {key}.{name}: {target} takes no argument {name} (it takes: {takes}); remove it with ~{key}.{name}")
+            raise DigitrecError(f"config error at {key}.{name}: {target} takes no argument {name} ({alternatives(name, accepted.names)}); remove it with ~{key}.{name}")
     missing = sorted(accepted.required - set(arguments) - FILLED_IN.get(key, set()))
     if missing:
         raise DigitrecError(f"config error at {key}: {target} needs {', '.join(missing)}: add it, e.g. +{key}.{missing[0]}=VALUE")
@@ -503,9 +282,7 @@ def check_model_records(model: DictConfig) -> None:
     """model.net, model.optimizer and model.scheduler: classes, arguments and values."""
     check_record("model.net", model.net, "a network", skip=0)
     check_values("model.net", model.net)
-    fits, why = _model_fits(model.net)
-    if not fits:
-        raise DigitrecError(f"config error at model.net: the network gives {why}")
+    check_fits_in_memory(model.net)
     check_record("model.optimizer", model.optimizer, "an optimiser", skip=1)
     if not model.optimizer.get("_partial_", False):
         raise DigitrecError(
@@ -523,14 +300,14 @@ def trusted_classes(cfg: DictConfig) -> list[str]:
     return [str(classes)] if isinstance(classes, str) else [str(c) for c in classes]
 
 
-# Sections whose added keys are checked by their own rules (schemas, Trainer options, _target_ entries).
-CHECKED_SECTIONS = ("model", "data", "trainer", "callbacks", "logger", "hydra")
+# Sections whose added keys are checked against the class they configure (a `_target_` record).
+COMPONENT_SECTIONS = ("model", "data", "trainer", "callbacks", "logger", "hydra")
 
 
 def check_added_keys(cfg: DictConfig, added: list[str], groups: set[str]) -> None:
     """Refuse `+KEY=VALUE` for a key nothing reads (`+seeed=1` would train with the default seed)."""
     for key in added:
-        if key.replace(".", "/") in groups or key.split(".")[0] in CHECKED_SECTIONS:
+        if key.replace(".", "/") in groups or key.split(".")[0] in COMPONENT_SECTIONS:
             continue
         section, _, _ = key.rpartition(".")
         parent = OmegaConf.select(cfg, section) if section else cfg
@@ -538,12 +315,9 @@ def check_added_keys(cfg: DictConfig, added: list[str], groups: set[str]) -> Non
         raise DigitrecError(f"config error at {key}: unknown key (known keys: {', '.join(map(str, known))})")
 
 
-def check_output_root(cfg: DictConfig) -> None:
-    """Refuse an output folder that cannot be written before Hydra tries to make the run directory in it."""
-    paths = cfg.get("paths")
-    if not isinstance(paths, DictConfig) or paths.get("output_root") is None:
-        return
-    root = Path(str(paths.output_root)).expanduser()
+def check_writable(folder: str | Path, key: str) -> None:
+    """Refuse a folder that runs cannot be written into, before Hydra tries to make one there."""
+    root = Path(str(folder)).expanduser()
     probe = root.absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -559,15 +333,5 @@ def check_output_root(cfg: DictConfig) -> None:
             problem = f"{probe} is not writable: {err.strerror or err}"
     if problem:
         raise DigitrecError(
-            f"config error at paths.output_root: cannot write runs into {root} ({problem}): choose a writable folder, e.g. paths.output_root=~/digitrec-outputs"
+            f"config error at {key}: cannot write runs into {root} ({problem}): choose a writable folder, e.g. paths.output_root=~/digitrec-outputs"
         )
-
-
-def precheck_config(cfg: DictConfig, added: list[str], groups: set[str]) -> None:
-    """Everything check_config does, and what only the start of a run would find: unknown added
-    keys, an unwritable output folder, and Trainer options that only Lightning can judge."""
-    check_added_keys(cfg, added, groups)
-    check_config(cfg)
-    check_output_root(cfg)
-    if isinstance(cfg.get("trainer"), DictConfig) and needs_lightning_check(cfg.trainer):
-        check_trainer_with_lightning(cfg.trainer)

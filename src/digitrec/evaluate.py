@@ -12,6 +12,7 @@ from digitrec.checkpoint import load_model
 from digitrec.config import trusted_classes
 from digitrec.runs import run_overrides, write_metrics
 from digitrec.train import build_trainer, print_summary, setup_run
+from digitrec.viewers import viewer_commands
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -27,5 +28,5 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "overrides": run_overrides(),
     }
     write_metrics(Path(cfg.paths.output_dir), metrics)
-    print_summary("evaluation done", metrics)
+    print_summary("evaluation done", metrics, viewer_commands(cfg.get("logger"), Path(cfg.paths.output_dir)))
     return metrics

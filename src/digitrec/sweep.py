@@ -23,6 +23,7 @@ from hydra.experimental.callback import Callback
 
 from digitrec.errors import EXIT_FAILED_RUN, DigitrecError
 from digitrec.runs import run_overrides, write_metrics
+from digitrec.viewers import viewer_commands
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ def reason_of(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def run_sweep_job(task: Callable[[Any], dict[str, Any]], cfg) -> Any:
-    """Run one job of a sweep. A failure is recorded in the job's metrics.json and the sweep goes on.
+def run_sweep_job(task: Callable[[Any], dict[str, Any]], cfg, check: Callable[[], None] = lambda: None) -> Any:
+    """Check and run one job of a sweep. A failure is recorded in the job's metrics.json and the sweep goes on.
 
     Returns the sweep's objective (what Optuna's sweeper optimises), or None for a failed job,
     which the Optuna sweeper records as a failed trial.
@@ -57,6 +58,7 @@ def run_sweep_job(task: Callable[[Any], dict[str, Any]], cfg) -> Any:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        check()
         metrics = task(cfg)
     except JobPruned as err:
         write_metrics(run_dir, {"status": "pruned", "reason": str(err), **err.metrics, "run_dir": str(run_dir), "overrides": run_overrides()})
@@ -228,7 +230,9 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         text = write_summary(sweep_dir)
-        print(f"\n{text}\nsummary: {sweep_dir / 'summary.md'} and summary.csv; curves: make tensorboard LOGDIR={sweep_dir}", flush=True)
+        print(f"\n{text}\nsummary: {sweep_dir / 'summary.md'} and summary.csv", flush=True)
+        for label, command in viewer_commands(config.get("logger"), sweep_dir, sweep=True):
+            print(f"{label}: {command}", flush=True)
         failed = [job for job in read_jobs(sweep_dir) if job.status == "failed"]
         if failed:
             # The last thing Hydra runs: leaving through SystemExit keeps its error report out.

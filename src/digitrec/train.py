@@ -6,8 +6,10 @@ import inspect
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import lightning as L
 import torch
@@ -17,16 +19,18 @@ from lightning.pytorch.strategies import DDPStrategy
 # Private, and the one place digitrec uses it: Lightning has no public way to ask whether a
 # strategy starts its other devices by re-running the command line (see build_trainer).
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from digitrec.checkpoint import export_model, load_checkpoint, resume_checkpoint
-from digitrec.config import check_config
+from digitrec.config import check_record
 from digitrec.console import progress_callbacks, quiet_lightning
 from digitrec.errors import DigitrecError, RunFailed
 from digitrec.nets import OWN_NETS, upgrade_hyper_parameters
 from digitrec.run_checkpoints import AtomicCheckpointIO, best_checkpoint
 from digitrec.runs import in_multirun, run_overrides, write_metrics
 from digitrec.runtime import skip_futile_nvml_probe
+from digitrec.targets import locate
+from digitrec.viewers import viewer_commands
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +97,7 @@ def build_trainer(cfg: DictConfig, loggers: list | bool = False) -> L.Trainer:
                 plugins=[AtomicCheckpointIO()],
                 **settings,
             )
-        except Exception as err:  # noqa: BLE001  (the pre-check builds the same Trainer; this is for what it could not see)
-            from digitrec.config import trainer_error
-
+        except Exception as err:  # noqa: BLE001  (check_trainer built the same Trainer; this is for what it could not see)
             raise DigitrecError(f"config error at trainer: {trainer_error(err)}") from None
 
     trainer = make()
@@ -113,13 +115,82 @@ def build_trainer(cfg: DictConfig, loggers: list | bool = False) -> L.Trainer:
 
 
 def setup_run(cfg: DictConfig) -> None:
-    """Checks and global settings shared by every command that runs a Trainer."""
-    check_config(cfg)
+    """Global settings shared by every command that runs a Trainer (its config is checked already)."""
     quiet_lightning()
     skip_futile_nvml_probe()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("threads"):
         torch.set_num_threads(cfg.threads)
+
+
+def trainer_error(err: BaseException) -> str:
+    """One line for an error Lightning raised when building a Trainer (its messages run long)."""
+    text = " ".join(str(getattr(err, "__cause__", None) or err).split()) if "Error in call to target" in str(err) else " ".join(str(err).split())
+    text = text.split(" Find a complete list")[0].split(" See https://")[0]
+    return text[:400] or type(err).__name__
+
+
+def describe_type(annotation: Any) -> str:
+    """A type annotation in the words of the command line: Union[bool, Literal['warn'], None] -> true, false, warn or null."""
+    words: list[str] = []
+    for part in get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,):
+        if get_origin(part) is Literal:
+            words += [str(v) for v in get_args(part)]
+        else:
+            words += {bool: ["true", "false"], type(None): ["null"], int: ["an integer"], float: ["a number"], str: ["a string"]}.get(
+                part, [str(part).replace("typing.", "")]
+            )
+    unique = list(dict.fromkeys(words))
+    return ", ".join(unique[:-1]) + f" or {unique[-1]}" if len(unique) > 1 else unique[0]
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    """Lightning judges the Trainer options: their names and declared types from the Trainer's
+    signature, their values by building a bare Trainer once (no callbacks, loggers or files)."""
+    from typeguard import TypeCheckError, check_type
+
+    trainer_class = locate(str(trainer._target_))
+    options = {str(k): v for k, v in OmegaConf.to_container(trainer, resolve=True).items() if k != "_target_"}
+    parameters = inspect.signature(trainer_class).parameters
+    for name, value in options.items():
+        annotation = parameters[name].annotation
+        if annotation is inspect.Parameter.empty:
+            continue
+        try:
+            check_type(value, annotation)
+        except TypeCheckError:
+            raise DigitrecError(f"config error at trainer.{name}: got {value!r}, expected {describe_type(annotation)}") from None
+    quiet = logging.getLogger("lightning.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the run's own Trainer reports the devices; this one stays silent
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bare = {"default_root_dir": None, "callbacks": [], "logger": False, "enable_progress_bar": False, "enable_checkpointing": False}
+            trainer_class(**{**options, **bare})
+    except Exception as err:  # noqa: BLE001  (Lightning raises ValueError, TypeError, MisconfigurationException, ...)
+        hint = ""
+        if str(options.get("accelerator")) in ("gpu", "cuda"):
+            hint = " (no usable GPU here? use trainer=cpu, or trainer.accelerator=auto to take a GPU when there is one)"
+        raise DigitrecError(f"config error at trainer: {trainer_error(err)}{hint}") from None
+    finally:
+        quiet.setLevel(level)
+
+
+def check_lightning_components(cfg: DictConfig) -> None:
+    """What the classes Lightning runs judge themselves: the arguments of the model, the data, the
+    callbacks and the loggers (their signatures), and the Trainer (see check_trainer)."""
+    if "model" in cfg:
+        check_record("model", cfg.model, "a LightningModule")
+    check_record("data", cfg.data, "a LightningDataModule")
+    for group, kind in (("callbacks", "a callback"), ("logger", "a logger")):
+        for name, entry in (cfg.get(group) or {}).items():
+            if entry is not None:
+                check_record(f"{group}.{name}", entry, kind)
+    check_record("trainer", cfg.trainer, "a Trainer")
+    check_trainer(cfg.trainer)
+    if cfg.get("ckpt_path") and "model" in cfg:
+        check_resume(str(cfg.ckpt_path), cfg.model.net)
 
 
 def with_defaults(net: dict[str, Any]) -> dict[str, Any]:
@@ -133,12 +204,23 @@ def with_defaults(net: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in filled.items()}
 
 
-def check_resume(ckpt_path: str, model: L.LightningModule) -> str:
-    """The checkpoint file to resume from, checked before fitting: local (never a URL), readable
-    with weights_only, ours, and of the configured architecture. Lightning then reads that same file."""
+def check_resume(ckpt_path: str, net: DictConfig) -> None:
+    """A checkpoint to resume from: local (never a URL), readable with weights_only, a training
+    state (not an exported model), and of the configured architecture. Lightning then reads it."""
     path = resume_checkpoint(ckpt_path)
-    saved = with_defaults(upgrade_hyper_parameters(load_checkpoint(path)["hyper_parameters"])["net"])
-    configured = with_defaults(model.hparams.net)
+    checkpoint = load_checkpoint(path)
+    if "format" in checkpoint:  # digitrec.model/N: the weights export_model writes, no optimiser or loop state
+        last = path.parent / "checkpoints" / "last.ckpt"
+        instead = f"continue that run with ckpt_path={last}" if last.is_file() else "resume from a run's checkpoints/last.ckpt"
+        raise DigitrecError(f"ckpt_path={ckpt_path} holds a trained model's weights only, no training state to resume: {instead}")
+    check_same_network(ckpt_path, checkpoint["hyper_parameters"], OmegaConf.to_container(net, resolve=True))
+
+
+def check_same_network(ckpt_path: str, hyper_parameters: dict[str, Any], configured_net: dict[str, Any]) -> None:
+    """A resume keeps the checkpoint's network: every argument must equal the config's; the rest
+    (epochs, optimiser settings, data, logging) may change."""
+    saved = with_defaults(upgrade_hyper_parameters(hyper_parameters)["net"])
+    configured = with_defaults(configured_net)
     for key in sorted(set(saved) | set(configured)):
         if saved.get(key) != configured.get(key):
             name = "model.net" if key == "_target_" else f"model.net.{key}"
@@ -147,7 +229,6 @@ def check_resume(ckpt_path: str, model: L.LightningModule) -> str:
                 f"checkpoint {ckpt_path} has {name}={value}, but the config says {configured.get(key, '(not set)')}: "
                 f"resume with the same network settings ({name}={value})"
             )
-    return str(path)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -157,7 +238,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model)
-    resume_from = check_resume(cfg.ckpt_path, model) if cfg.ckpt_path else None
+    resume_from = str(resume_checkpoint(cfg.ckpt_path)) if cfg.ckpt_path else None
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     trainer = build_trainer(cfg, loggers)
 
@@ -190,11 +271,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "overrides": run_overrides(),
     }
     write_metrics(run_dir, metrics)
-    print_summary("training done", metrics)
+    print_summary("training done", metrics, viewer_commands(cfg.get("logger"), run_dir))
     return metrics
 
 
-def print_summary(title: str, metrics: dict[str, Any]) -> None:
+def print_summary(title: str, metrics: dict[str, Any], viewers: list[tuple[str, str]] = ()) -> None:
     rows = [
         ("test/acc", f"{metrics['test/acc']:.4f}  (official 10k MNIST test set)"),
         ("test/loss", f"{metrics['test/loss']:.4f}"),
@@ -204,8 +285,7 @@ def print_summary(title: str, metrics: dict[str, Any]) -> None:
     for key, label in (("run_dir", "run dir"), ("best_ckpt_path", "best ckpt"), ("ckpt_path", "checkpoint"), ("model_path", "model")):
         if metrics.get(key):
             rows.append((label, metrics[key]))
-    if "run_dir" in metrics and "model_path" in metrics:
-        rows.append(("curves", "make tensorboard  (TensorBoard over outputs/ on http://127.0.0.1:6006)"))
+    rows += viewers
     width = max(len(label) for label, _ in rows)
     print(f"\ndigitrec: {title}")
     for label, value in rows:
