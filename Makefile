@@ -49,7 +49,15 @@ lint: $(VENV)/.installed ## ruff: lint and check the formatting (settings in pyp
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install ## run the whole test suite (the slow end-to-end tests too)
+# The browser test of `digitrec serve`'s page (a slow test) drives Debian's chromium through Playwright's
+# executable_path: installed with apt-get when missing, never a browser downloaded by Playwright.
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "make: $(CHROMIUM) is missing (the browser test of digitrec serve needs it): install it with 'sudo apt-get install chromium', then run make test again" >&2; exit 1; fi
+
+test: install $(CHROMIUM) ## run the whole test suite (the slow end-to-end tests too)
 	$(BIN)/python -m pytest $(ARGS)
 
 test-fast: install ## run the fast tests only

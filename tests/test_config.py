@@ -22,7 +22,10 @@ from digitrec.cli import main
         ("+model.dropout=0.5", "config error at model.dropout: digitrec.model.DigitClassifier takes no argument dropout"),
         ("+model.net.foo=1", "config error at model.net.foo: digitrec.nets.MLP takes no argument foo"),
         ("model.lr=0.1", "bad override: Could not override 'model.lr'"),
-        ("+trainer.max_epoch=3", "config error at trainer.max_epoch: lightning.pytorch.Trainer takes no argument max_epoch (did you mean max_epochs?)"),
+        (
+            "+trainer.max_epoch=3",
+            "config error at trainer.max_epoch: lightning.pytorch.Trainer takes no argument max_epoch (did you mean max_epochs?)",
+        ),
         ("model.foo=1", "bad override: Could not override 'model.foo'"),
         ("model=transformer", "bad override: In 'train': Could not find 'model/transformer' (available options: default)"),
         ("model/net=transformer", "bad override: In 'model/default': Could not find 'model/net/transformer'"),

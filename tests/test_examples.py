@@ -33,7 +33,13 @@ def examples() -> dict[str, str]:
             for match in COMMAND.finditer(line):
                 command = match.group(1).strip().rstrip(".,;)")
                 # -cd DIR names a folder of the reader's own: test_config_dir_adds_your_own_experiments runs that one.
-                if "..." not in command and "PATH" not in command and " -cd " not in command and "KEY=" not in command and command.count("'") % 2 == 0:
+                if (
+                    "..." not in command
+                    and "PATH" not in command
+                    and " -cd " not in command
+                    and "KEY=" not in command
+                    and command.count("'") % 2 == 0
+                ):
                     found.setdefault(command, where)
     return found
 
@@ -113,7 +119,9 @@ def documented_error(command: str) -> str | None:
 def test_config_dir_adds_your_own_experiments(tmp_path):
     own = tmp_path / "my_configs" / "experiment"
     own.mkdir(parents=True)
-    (own / "mine.yaml").write_text("# @package _global_\ntrainer:\n  max_epochs: 1\n  limit_train_batches: 3\n  limit_val_batches: 1\n  limit_test_batches: 1\n")
+    (own / "mine.yaml").write_text(
+        "# @package _global_\ntrainer:\n  max_epochs: 1\n  limit_train_batches: 3\n  limit_val_batches: 1\n  limit_test_batches: 1\n"
+    )
     for flag in (["-cd", "my_configs"], ["--config-dir=my_configs"]):
         result = run_digitrec("train", *flag, "experiment=mine", "progress=lines", cwd=tmp_path, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
@@ -123,7 +131,9 @@ def test_config_dir_adds_your_own_experiments(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("logger, label, command", [("tensorboard", "curves", "tensorboard --logdir"), ("mlflow", "runs", "mlflow ui --backend-store-uri sqlite:////")])
+@pytest.mark.parametrize(
+    "logger, label, command", [("tensorboard", "curves", "tensorboard --logdir"), ("mlflow", "runs", "mlflow ui --backend-store-uri sqlite:////")]
+)
 def test_the_end_of_a_run_says_how_to_see_it_with_the_logger_used(logger, label, command, tmp_path):
     result = run_digitrec("train", *TINY_TRAIN, "trainer.limit_test_batches=1", f"logger={logger}", cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -40,7 +40,7 @@ def test_the_search_config_composes_with_a_stored_seeded_study(tmp_path):
     sweeper = hydra["sweeper"]
     assert hydra["mode"] == "MULTIRUN"
     assert sweeper["_target_"] == "hydra_plugins.digitrec_optuna_sweeper.ResumableOptunaSweeper"
-    assert sweeper["direction"] == "maximize" and sweeper["sampler"]["_target_"] == "optuna.samplers.TPESampler"
+    assert sweeper["direction"] is None and sweeper["sampler"]["_target_"] == "optuna.samplers.TPESampler"
     assert sweeper["sampler"]["seed"] == "${seed}"
     assert sweeper["storage"] == "sqlite:///${hydra.sweep.dir}/optuna.db"
     assert hydra["sweep"]["dir"] == "${paths.output_root}/${task_name}/optuna/${hydra.sweeper.study_name}"

@@ -333,7 +333,7 @@ def test_a_malicious_checkpoint_through_the_real_command(photo_files, tmp_path):
         ({"weights": torch.zeros(3)}, "not a digitrec model"),
         ({"state_dict": {"net.layers.0.weight": torch.zeros(2, 2)}, "hyper_parameters": {"input_size": 784}}, "does not match"),
         (
-            {"state_dict": {}, "hyper_parameters": {"input_size": 10, "hidden_sizes": [4], "num_classes": 2, "mean": 0.0, "std": 1.0}},
+            {"state_dict": {}, "hyper_parameters": {"input_size": 10, "hidden_sizes": [4], "num_classes": 2, "mean": 0.0, "std": 1.0, "lr": 0.1}},
             "it expects 10 inputs, not 28x28 images",
         ),
         (

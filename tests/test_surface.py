@@ -544,7 +544,7 @@ def test_a_v1_checkpoint_loads_everywhere_with_the_same_logits(v1_checkpoint, mn
 
 
 def test_v1_hyper_parameters_become_records():
-    from digitrec.nets import upgrade_hyper_parameters
+    from digitrec.checkpoint import upgrade_hyper_parameters
 
     old = {"input_size": 784, "hidden_sizes": [64], "num_classes": 10, "lr": 0.05, "mean": 0.1, "std": 0.3}
     upgraded = upgrade_hyper_parameters({**old, "optimizer": "sgd", "weight_decay": 5e-4, "momentum": 0.9, "lr_schedule": "cosine"})
@@ -590,6 +590,52 @@ def test_serve_describes_a_v1_checkpoint(v1_checkpoint):
 
     path, _ = v1_checkpoint
     assert DigitService.from_checkpoint(path).model_info["architecture"] == "MLP 784-32-10 (relu)"
+
+
+V1_TODAY = {
+    "net": {"_target_": "digitrec.nets.MLP", "input_size": 784, "hidden_sizes": [32], "num_classes": 10, "mean": 0.1307, "std": 0.3081},
+    "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.001, "weight_decay": 0.0},
+    "scheduler": None,
+    "label_smoothing": 0.0,
+}
+
+
+def test_every_loader_gets_todays_form_from_a_v1_file(v1_checkpoint, mnist, tmp_path):
+    """The upgrade is load_checkpoint's alone: eval, predict, export, serve, resume and Lightning's
+    own reads (through digitrec's CheckpointIO) all see a digitrec.model/2 checkpoint."""
+    import lightning as L
+    import onnx
+
+    from digitrec import export
+    from digitrec.checkpoint import load_checkpoint
+    from digitrec.model import DigitClassifier
+    from digitrec.run_checkpoints import AtomicCheckpointIO
+    from digitrec.serve import DigitService
+
+    path, weights = v1_checkpoint
+    for loaded in (load_checkpoint(path), AtomicCheckpointIO().load_checkpoint(path)):
+        assert loaded["format"] == "digitrec.model/2" and loaded["hyper_parameters"] == V1_TODAY
+        assert {"net.normalize.mean", "net.normalize.std"} <= set(loaded["state_dict"]) and "net.mean" not in loaded["state_dict"]
+    assert load_model(path).hparams == V1_TODAY  # digitrec eval
+    assert DigitService.from_checkpoint(path).hyper_parameters == V1_TODAY  # digitrec serve
+    out = tmp_path / "v1.onnx"
+    assert export.main(["--ckpt", str(path), "--format", "onnx", "--out", str(out)]) == 0
+    assert json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["hyper_parameters"]) == V1_TODAY
+
+    # A Lightning checkpoint of v1's time (no format tag), read by Lightning itself: a test run here,
+    # a resume in `digitrec train ckpt_path=...`; its net.mean/net.std load as net.normalize's.
+    lightning_v1 = tmp_path / "epoch=0.ckpt"
+    saved = torch.load(path, weights_only=True)
+    torch.save(
+        {"pytorch-lightning_version": L.__version__, "hyper_parameters": saved["hyper_parameters"], "state_dict": saved["state_dict"]}, lightning_v1
+    )
+    model = DigitClassifier(net=V1_TODAY["net"])
+    images, labels = mnist.test_images[:64], mnist.test_labels[:64]
+    trainer = L.Trainer(plugins=[AtomicCheckpointIO()], accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=64)
+    trainer.test(model, dataloaders=batches, ckpt_path=str(lightning_v1), weights_only=True, verbose=False)
+    with torch.inference_mode():
+        torch.testing.assert_close(model.eval()(images), by_hand(weights, images.float() / 255), atol=1e-4, rtol=1e-4)
 
 
 # --- a CNN rebuilt from the file alone ----------------------------------------------------------

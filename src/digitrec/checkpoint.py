@@ -5,7 +5,9 @@ so one loader serves both:
 - Lightning checkpoints (`checkpoints/*.ckpt`): `state_dict`, `hyper_parameters`, plus
   optimizer and loop state for resuming.
 - the exported `model.ckpt`: only `state_dict` and `hyper_parameters` (and a format tag).
-Every load passes `weights_only=True` explicitly: a pickle payload never runs.
+Every load passes `weights_only=True` explicitly: a pickle payload never runs. Every load also
+returns today's form (`upgrade`), whichever digitrec version wrote the file: the rest of digitrec
+knows only one.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ if TYPE_CHECKING:
     from digitrec.model import DigitClassifier
 
 # /2: hyper_parameters hold net/optimizer/scheduler records with a _target_; /1 (the tutorial's MLP
-# as flat keys) still loads, see digitrec.nets.upgrade_hyper_parameters.
+# as flat keys) still loads, upgraded by `upgrade`.
 EXPORT_FORMAT = "digitrec.model/2"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a digitrec checkpoint (Lightning or exported) without running any pickled code."""
+    """Load a digitrec checkpoint (Lightning or exported) without running any pickled code, in
+    today's form (digitrec.model/2) whatever version wrote it."""
     path = Path(path)
     if not path.exists():
         raise DigitrecError(f"checkpoint {path} does not exist: pass the path of a .ckpt file from a run's directory")
@@ -56,7 +59,67 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise DigitrecError(
             f"checkpoint {path} is not a digitrec model (no state_dict/hyper_parameters): use checkpoints/*.ckpt or model.ckpt from a digitrec run"
         )
+    try:
+        return upgrade(checkpoint)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        detail = f"no {err.args[0]}" if isinstance(err, KeyError) else first_line(err)
+        raise DigitrecError(
+            f"checkpoint {path} does not match the digitrec model: its hyper_parameters are of no digitrec version ({detail})"
+        ) from None
+
+
+# digitrec.model/1's optimizer and lr_schedule names (the names a v1 file may hold).
+V1_OPTIMIZERS = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW", "sgd": "torch.optim.SGD"}
+
+
+def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A loaded checkpoint in today's form, changed in place: the one place that knows older formats.
+
+    digitrec.model/1 (before networks were configurable): the tutorial's MLP as flat hyper_parameters
+    (optimizer and schedule by name), and the MLP's normalisation as its own `net.mean`/`net.std`,
+    today the `net.normalize` module's. Lightning checkpoints of that time are the same, without the tag.
+    """
+    hyper_parameters = checkpoint["hyper_parameters"]
+    if not isinstance(hyper_parameters, dict) or not isinstance(checkpoint["state_dict"], dict):
+        raise TypeError("hyper_parameters and state_dict must be dicts")
+    if "net" in hyper_parameters:
+        return checkpoint
+    checkpoint["hyper_parameters"] = upgrade_hyper_parameters(hyper_parameters)
+    state = checkpoint["state_dict"]
+    for name in ("mean", "std"):
+        if f"net.{name}" in state:
+            state[f"net.normalize.{name}"] = state.pop(f"net.{name}")
+    if "format" in checkpoint:
+        checkpoint["format"] = EXPORT_FORMAT
     return checkpoint
+
+
+def upgrade_hyper_parameters(hp: dict[str, Any]) -> dict[str, Any]:
+    """digitrec.model/1's hyper_parameters as net/optimizer/scheduler records.
+
+    Every v1 file holds the MLP's input_size, hidden_sizes, num_classes, mean, std and the lr; the
+    optimizer, weight_decay, momentum and lr_schedule came later within v1: files without them
+    trained with Adam at torch's default weight decay, and no schedule.
+    """
+    net = {
+        "_target_": "digitrec.nets.MLP",
+        "input_size": int(hp["input_size"]),
+        "hidden_sizes": [int(h) for h in hp["hidden_sizes"]],
+        "num_classes": int(hp["num_classes"]),
+        "mean": float(hp["mean"]),
+        "std": float(hp["std"]),
+    }
+    name = str(hp.get("optimizer", "adam"))
+    optimizer: dict[str, Any] = {"_target_": V1_OPTIMIZERS[name], "_partial_": True, "lr": float(hp["lr"])}
+    if "weight_decay" in hp:
+        optimizer["weight_decay"] = float(hp["weight_decay"])
+    if name == "sgd":  # SGD came with momentum: a file that names it holds both
+        momentum = float(hp["momentum"])
+        optimizer.update(momentum=momentum, nesterov=momentum > 0)
+    scheduler = None
+    if hp.get("lr_schedule") == "cosine":  # v1's other schedule, "constant", is none
+        scheduler = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "T_max": None, "interval": "step"}
+    return {"net": net, "optimizer": optimizer, "scheduler": scheduler, "label_smoothing": 0.0}
 
 
 # What a pickle needs to rebuild tensors and plain containers; anything else it imports is code.
@@ -106,9 +169,9 @@ def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "chec
     `trusted`: network classes besides digitrec's own that the file may name."""
     # Imported here: `load_checkpoint` serves `digitrec predict`, which must not pay for Lightning.
     from digitrec.model import DigitClassifier
-    from digitrec.nets import check_net_allowed, upgrade_hyper_parameters
+    from digitrec.nets import check_net_allowed
 
-    hyper_parameters = upgrade_hyper_parameters(checkpoint["hyper_parameters"])
+    hyper_parameters = checkpoint["hyper_parameters"]
     try:
         check_net_allowed(hyper_parameters.get("net") or {}, trusted)
     except DigitrecError as err:

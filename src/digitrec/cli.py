@@ -118,11 +118,12 @@ def run_log(path: Path):
 
 
 def record_failure(run_dir: Path, status: str, reason: str, **extra) -> None:
-    """metrics.json of a run that did not finish, as sweep jobs write it (so nothing mistakes it for a result)."""
-    from digitrec.runs import run_overrides, write_metrics
+    """The record of a run that did not finish, as sweep jobs write it (so nothing mistakes it for a result)."""
+    from digitrec import record
+    from digitrec.runs import run_overrides
 
     with contextlib.suppress(OSError):
-        write_metrics(run_dir, {"status": status, "reason": reason, **extra, "run_dir": str(run_dir), "overrides": run_overrides()})
+        record.write_outcome(run_dir, status, reason, run_overrides(), extra)
 
 
 def resume_hint(cfg, run_dir: Path, config_name: str) -> tuple[str, str | None]:
@@ -169,6 +170,7 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from digitrec import record
     from digitrec.run_checks import check_job
     from digitrec.runs import in_multirun
     from digitrec.sweep import run_sweep_job
@@ -186,13 +188,13 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
             return run_sweep_job(task, cfg, check=lambda: check_job(cfg, config_name))
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         # Replaced by the outcome; left as it is by a kill, so the run shows it never finished.
-        record_failure(run_dir, "running", "started, not finished (still running, or killed)", pid=os.getpid())
+        record_failure(run_dir, record.RUNNING, "started, not finished (still running, or killed)", pid=os.getpid())
         # Leaving through SystemExit: Hydra would wrap any Exception in its own multi-line report.
         with run_log(run_dir / f"{HydraConfig.get().job.name}.log"):
             try:
                 return task(cfg)
             except DigitrecError as err:
-                record_failure(run_dir, "failed", str(err))
+                record_failure(run_dir, record.FAILED, str(err))
                 print(f"digitrec: error: {err}", file=sys.stderr, flush=True)
                 raise SystemExit(err.exit_code) from None
             except (KeyboardInterrupt, SystemExit) as err:
@@ -200,7 +202,7 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
                 if not isinstance(err, KeyboardInterrupt) and not isinstance(err.__context__, KeyboardInterrupt):
                     raise
                 hint, last = resume_hint(cfg, run_dir, config_name)
-                record_failure(run_dir, "interrupted", "interrupted (Ctrl-C)", resume_from=last)
+                record_failure(run_dir, record.INTERRUPTED, "interrupted (Ctrl-C)", resume_from=last)
                 print(f"digitrec: interrupted; {hint}", file=sys.stderr, flush=True)
                 raise SystemExit(EXIT_INTERRUPTED) from None
             except Exception as err:  # noqa: BLE001  (a bug: its traceback stays visible, and the run says it failed)
@@ -209,7 +211,7 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
                 traceback.print_exc()
                 with contextlib.suppress(OSError):
                     (run_dir / "traceback.txt").write_text(traceback.format_exc())
-                record_failure(run_dir, "failed", f"{reason_of(err)} (traceback.txt in the run's directory)")
+                record_failure(run_dir, record.FAILED, f"{reason_of(err)} (traceback.txt in the run's directory)")
                 raise SystemExit(EXIT_FAILED_RUN) from None
 
     # hydra.main reads its flags and overrides from sys.argv: the command's, without the verb.
@@ -225,7 +227,9 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
     except ValueError as err:  # Hydra's check of its own flags, e.g. -m with --cfg
         raise DigitrecError(one_line(err)) from None
     except OSError as err:  # Hydra making a sweep's or a run's folder, or saving its config there
-        raise DigitrecError(f"cannot write the run's files: {err.strerror or err} ({err.filename}): choose a writable folder, e.g. paths.output_root=~/digitrec-outputs") from None
+        raise DigitrecError(
+            f"cannot write the run's files: {err.strerror or err} ({err.filename}): choose a writable folder, e.g. paths.output_root=~/digitrec-outputs"
+        ) from None
     finally:
         sys.argv = command_line
 

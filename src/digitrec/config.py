@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from digitrec.errors import DigitrecError, first_line
 from digitrec.nets import ACTIVATIONS, NORMS
+from digitrec.record import OBJECTIVES
 from digitrec.targets import signature
 
 # A short random id per run, cached so every read of the run directory gives the same value;
@@ -53,9 +54,6 @@ if not OmegaConf.has_resolver("overrides_suffix"):
 # the end, so what differs between runs comes first and the timestamp last.
 if not OmegaConf.has_resolver("overrides_prefix"):
     OmegaConf.register_new_resolver("overrides_prefix", lambda dirname: f"{overrides_suffix(dirname)[1:]}_" if dirname else "")
-
-# What a sweep may rank its jobs by: the numbers every run writes into metrics.json.
-OBJECTIVES = ("val/acc_best", "test/acc", "test/loss")
 
 # numpy's and Python's generators take seeds in [0, 2**32): Lightning's seed_everything refuses others.
 MAX_SEED = 2**32 - 1
@@ -135,11 +133,25 @@ def _rules(cfg: DictConfig) -> list[tuple[str, Any, bool, str]]:
         if key in data:
             rules.append((f"data.{key}", data[key], is_int(data[key]) and data[key] >= at_least, f"an integer >= {at_least}, e.g. {example}"))
     if "val_size" in data:
-        rules.append(("data.val_size", data.val_size, is_int(data.val_size) and 1 <= data.val_size < 60000, "between 1 and 59999 images of the official training set"))
+        rules.append(
+            (
+                "data.val_size",
+                data.val_size,
+                is_int(data.val_size) and 1 <= data.val_size < 60000,
+                "between 1 and 59999 images of the official training set",
+            )
+        )
     model = cfg.get("model")
     if isinstance(model, DictConfig) and "label_smoothing" in model:
         smoothing = model.label_smoothing
-        rules.append(("model.label_smoothing", smoothing, is_number(smoothing) and 0 <= smoothing < 1, "a number from 0 (none) to below 1, e.g. model.label_smoothing=0.1"))
+        rules.append(
+            (
+                "model.label_smoothing",
+                smoothing,
+                is_number(smoothing) and 0 <= smoothing < 1,
+                "a number from 0 (none) to below 1, e.g. model.label_smoothing=0.1",
+            )
+        )
     trainer = cfg.trainer
     for key, (ok, expected) in TRAINER_RANGES.items():
         if key in trainer or key == "max_epochs":
@@ -257,7 +269,9 @@ def check_record(key: str, record: Any, kind: str, skip: int = 0) -> None:
     arguments = [str(k) for k in record if not str(k).startswith("_") and k not in ours]
     for name in arguments:
         if not accepted.accepts(name):
-            raise DigitrecError(f"config error at {key}.{name}: {target} takes no argument {name} ({alternatives(name, accepted.names)}); remove it with ~{key}.{name}")
+            raise DigitrecError(
+                f"config error at {key}.{name}: {target} takes no argument {name} ({alternatives(name, accepted.names)}); remove it with ~{key}.{name}"
+            )
     missing = sorted(accepted.required - set(arguments) - FILLED_IN.get(key, set()))
     if missing:
         raise DigitrecError(f"config error at {key}: {target} needs {', '.join(missing)}: add it, e.g. +{key}.{missing[0]}=VALUE")

@@ -8,9 +8,10 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from digitrec import record
 from digitrec.checkpoint import load_model
 from digitrec.config import trusted_classes
-from digitrec.runs import run_overrides, write_metrics
+from digitrec.runs import run_overrides
 from digitrec.train import build_trainer, print_summary, setup_run
 from digitrec.viewers import viewer_commands
 
@@ -23,10 +24,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     metrics = {
         **{k: float(v) for k, v in results.items()},
-        "ckpt_path": str(cfg.ckpt_path),
-        "hyper_parameters": dict(model.hparams),
-        "overrides": run_overrides(),
+        record.CKPT_PATH: str(cfg.ckpt_path),
+        record.HYPER_PARAMETERS: dict(model.hparams),
+        record.OVERRIDES: run_overrides(),
     }
-    write_metrics(Path(cfg.paths.output_dir), metrics)
+    record.write_record(Path(cfg.paths.output_dir), metrics)
     print_summary("evaluation done", metrics, viewer_commands(cfg.get("logger"), Path(cfg.paths.output_dir)))
     return metrics

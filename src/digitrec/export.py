@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from digitrec.checkpoint import export_model, load_checkpoint, model_from_checkpoint
-from digitrec.errors import DigitrecError
-from digitrec.nets import describe_net, net_from_checkpoint, upgrade_hyper_parameters
+from digitrec.errors import EXIT_USER_ERROR, DigitrecError
+from digitrec.nets import describe_net, net_from_checkpoint
 from digitrec.predict import add_net_class_option
 
 ONNX_FORMAT = "digitrec.onnx/1"
@@ -95,16 +95,15 @@ def main(argv: list[str]) -> int:
         checkpoint = load_checkpoint(args.ckpt)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         if args.format == "onnx":
-            hyper_parameters = upgrade_hyper_parameters(checkpoint["hyper_parameters"])
-            export_onnx(net_from_checkpoint(checkpoint, args.ckpt, args.net_class), args.out, hyper_parameters)
+            export_onnx(net_from_checkpoint(checkpoint, args.ckpt, args.net_class), args.out, checkpoint["hyper_parameters"])
             print(f"wrote {args.out} (ONNX, opset {ONNX_OPSET}; input {ONNX_INPUT}; outputs logits, probabilities)")
         else:
             export_model(model_from_checkpoint(checkpoint, args.ckpt, args.net_class), args.out)
             print(f"wrote {args.out} (state_dict and hyper-parameters; load with digitrec.predict.Predictor.from_checkpoint)")
     except DigitrecError as err:
         print(f"digitrec: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except OSError as err:
         print(f"digitrec: error: cannot write {args.out}: {err.strerror or err}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     return 0

@@ -17,12 +17,16 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from digitrec.nets import MNIST_MEAN, MNIST_STD, TUTORIAL_NET, build_net
+from digitrec.errors import DigitrecError
+from digitrec.nets import MNIST_MEAN, MNIST_STD, build_net, with_defaults
 from digitrec.targets import locate
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "DigitClassifier"]
 
-TUTORIAL_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "weight_decay": 0.0}
+# The library's defaults name only the classes: their values are the classes' own (the MLP's
+# signature is the tutorial's network; torch's Adam defaults are the tutorial's lr 1e-3, no decay).
+DEFAULT_NET = {"_target_": "digitrec.nets.MLP"}
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True}
 # Arguments of a schedule that digitrec fills in from the Trainer when they are null or missing:
 # the run's number of steps (interval: step) or epochs (interval: epoch).
 LENGTH_ARGUMENTS = ("total_steps", "T_max", "total_iters")
@@ -64,8 +68,9 @@ class DigitClassifier(L.LightningModule):
         # and rebuild this module from the file alone.
         self.save_hyperparameters(
             {
-                "net": plain(net) if net is not None else dict(TUTORIAL_NET),
-                "optimizer": plain(optimizer) if optimizer is not None else dict(TUTORIAL_OPTIMIZER),
+                # The default network's record is written out in full: the checkpoint describes itself.
+                "net": plain(net) if net is not None else with_defaults(DEFAULT_NET),
+                "optimizer": plain(optimizer) if optimizer is not None else dict(DEFAULT_OPTIMIZER),
                 "scheduler": plain(scheduler),
                 "label_smoothing": float(label_smoothing),
             }
@@ -86,18 +91,15 @@ class DigitClassifier(L.LightningModule):
 
     @property
     def lr(self) -> float | None:
-        """The optimiser's configured learning rate (for messages and advice)."""
-        lr = self.hparams.optimizer.get("lr")
-        return float(lr) if isinstance(lr, (int, float)) else None
-
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning records the running hook's name on the module around every hook call, some
-        # 40 times a training step; nn.Module.__setattr__ would check each string for being a
-        # parameter, buffer or submodule, about 3% of this small model's step on a CPU.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
+        """The optimiser's learning rate (for messages and advice): the configured one, else its class's default."""
+        record = self.hparams.optimizer
+        lr = record.get("lr")
+        if lr is None:
+            try:
+                lr = inspect.signature(locate(record["_target_"])).parameters["lr"].default
+            except (DigitrecError, KeyError, TypeError, ValueError):
+                return None
+        return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)

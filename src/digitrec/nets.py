@@ -10,6 +10,7 @@ normalisation is built in, so every caller (training, predict, export, serve) fe
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,13 +86,6 @@ class MLP(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.layers(self.normalize(images.flatten(1)))
 
-    # Checkpoints of digitrec.model/1 hold the normalisation as `mean`/`std` of the MLP itself.
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        for name in ("mean", "std"):
-            if prefix + name in state_dict:
-                state_dict[f"{prefix}normalize.{name}"] = state_dict.pop(prefix + name)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
 
 class CNN(nn.Module):
     """A small convolutional net in the spirit of LeNet-5 and PyTorch's MNIST example: per width in
@@ -157,8 +151,18 @@ class ImagesAsFloat(nn.Module):
 
 # The networks a checkpoint may name: rebuilding never imports any other class named in a file.
 OWN_NETS = {"digitrec.nets.MLP": MLP, "digitrec.nets.CNN": CNN}
-# The tutorial's MLP in the record of a checkpoint written before networks were configurable.
-TUTORIAL_NET = {"_target_": "digitrec.nets.MLP", "input_size": 784, "hidden_sizes": [500, 100], "num_classes": 10}
+
+
+def with_defaults(net: Mapping[str, Any]) -> dict[str, Any]:
+    """A network record with the defaults of digitrec's own classes filled in, from the classes'
+    own signatures: a record that leaves a default out is the same network. Other classes' records
+    are returned as they are."""
+    cls = OWN_NETS.get(str(net.get("_target_")))
+    if cls is None:
+        return dict(net)
+    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not inspect.Parameter.empty}
+    filled = {**{k: v for k, v in net.items() if str(k).startswith("_")}, **defaults, **net}  # _target_ first
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in filled.items()}
 
 
 def net_arguments(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,41 +197,12 @@ def build_net(spec: Mapping[str, Any], trusted: Sequence[str] = ()) -> nn.Module
     return ImagesAsFloat(net)
 
 
-def upgrade_hyper_parameters(hp: Mapping[str, Any]) -> dict[str, Any]:
-    """A checkpoint's hyper_parameters in today's form: those of digitrec.model/1 files (the tutorial's
-    MLP as flat keys, optimizer/lr_schedule as names) become net/optimizer/scheduler records."""
-    hp = dict(hp)
-    if "net" in hp:
-        return hp
-    net = {
-        **TUTORIAL_NET,
-        "input_size": int(hp.get("input_size", 784)),
-        "hidden_sizes": [int(h) for h in hp.get("hidden_sizes", (500, 100))],
-        "num_classes": int(hp.get("num_classes", 10)),
-        "mean": float(hp.get("mean", MNIST_MEAN)),
-        "std": float(hp.get("std", MNIST_STD)),
-    }
-    name = str(hp.get("optimizer", "adam"))
-    optimizer: dict[str, Any] = {
-        "_target_": {"adamw": "torch.optim.AdamW", "sgd": "torch.optim.SGD"}.get(name, "torch.optim.Adam"),
-        "_partial_": True,
-        "lr": float(hp.get("lr", 1e-3)),
-        "weight_decay": float(hp.get("weight_decay", 0.0)),
-    }
-    if name == "sgd":
-        momentum = float(hp.get("momentum", 0.9))
-        optimizer.update(momentum=momentum, nesterov=momentum > 0)
-    scheduler = None
-    if hp.get("lr_schedule") == "cosine":
-        scheduler = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "T_max": None, "interval": "step"}
-    return {"net": net, "optimizer": optimizer, "scheduler": scheduler, "label_smoothing": 0.0}
-
-
 def net_from_checkpoint(checkpoint: Mapping[str, Any], source: Any = "checkpoint", trusted: Sequence[str] = ()) -> nn.Module:
-    """The trained network of a loaded checkpoint (Lightning's or an exported model.ckpt), in eval mode."""
+    """The trained network of a checkpoint from digitrec.checkpoint.load_checkpoint (Lightning's or an
+    exported model.ckpt, in today's form), in eval mode."""
     try:
-        spec = upgrade_hyper_parameters(checkpoint["hyper_parameters"])["net"]
-        if spec.get("_target_") == "digitrec.nets.MLP" and int(spec.get("input_size", 784)) != IMAGE_SIZE * IMAGE_SIZE:
+        spec = with_defaults(checkpoint["hyper_parameters"]["net"])
+        if spec.get("_target_") == "digitrec.nets.MLP" and int(spec["input_size"]) != IMAGE_SIZE * IMAGE_SIZE:
             raise DigitrecError(f"it expects {spec['input_size']} inputs, not 28x28 images: it cannot read digit images")
         net = build_net(spec, trusted)
         # The LightningModule holds the network as `net`; its keys carry that prefix in both file kinds.
@@ -245,16 +220,15 @@ def net_from_checkpoint(checkpoint: Mapping[str, Any], source: Any = "checkpoint
 def describe_net(spec: Mapping[str, Any]) -> str:
     """A short readable name for a network record: 'MLP 784-500-100-10 (relu)', 'CNN 32-64 fc 256', or the class."""
     target = str(spec.get("_target_", ""))
-    args = {**TUTORIAL_NET, **spec} if target == "digitrec.nets.MLP" else dict(spec)
+    args = with_defaults(spec)
     if target == "digitrec.nets.MLP":
         sizes = [args["input_size"], *args["hidden_sizes"], args["num_classes"]]
-        extras = [args.get("activation", "relu")]
-        if args.get("norm", "none") != "none":
+        extras = [args["activation"]]
+        if args["norm"] != "none":
             extras.append(f"{args['norm']} norm")
-        if args.get("dropout", 0):
+        if args["dropout"]:
             extras.append(f"dropout {args['dropout']:g}")
         return "MLP " + "-".join(map(str, sizes)) + f" ({', '.join(extras)})"
     if target == "digitrec.nets.CNN":
-        channels = "-".join(map(str, args.get("channels", (32, 64))))
-        return f"CNN {channels} fc {args.get('hidden_size', 256)}"
+        return f"CNN {'-'.join(map(str, args['channels']))} fc {args['hidden_size']}"
     return target.rpartition(".")[2] or "unknown"

@@ -13,7 +13,6 @@ the job records as "pruned" and the sweeper tells the study as TrialState.PRUNED
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -33,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from digitrec import record
 from digitrec.errors import DigitrecError
 from digitrec.sweep import JobPruned, read_jobs
 
@@ -131,8 +131,8 @@ class OptunaSearch:
         study_name: str,
         storage: str,
         sampler: Any,
-        direction: str,
         n_trials: int,
+        direction: str | None = None,
         n_jobs: int = 1,
         params: DictConfig | dict | None = None,
     ) -> None:
@@ -157,11 +157,22 @@ class OptunaSearch:
             return sampler(seed=None if seed is None else seed + trials_so_far)
         return sampler
 
+    def study_direction(self) -> str:
+        """The objective's own direction (digitrec.record.higher_is_better); a `direction` set by hand must agree."""
+        objective = record.config_objective(self.config)
+        direction = "maximize" if record.higher_is_better(objective) else "minimize"
+        if self.direction not in (None, direction):
+            raise DigitrecError(
+                f"hydra.sweeper.direction={self.direction} contradicts optimized_metric={objective}: leave the direction out ({direction})"
+            )
+        return direction
+
     def sweep(self, arguments: list[str]) -> None:
+        direction = self.study_direction()
         space = search_space(self.params, arguments)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the SQLite file goes there, before any job
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(study_name=self.study_name, storage=self.storage, direction=self.direction, load_if_exists=True)
+        study = optuna.create_study(study_name=self.study_name, storage=self.storage, direction=direction, load_if_exists=True)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             study.tell(trial.number, state=TrialState.FAIL)
             study.enqueue_trial(trial.params)
@@ -191,19 +202,18 @@ class OptunaSearch:
     def tell(self, study: optuna.Study, trial: optuna.Trial, job: Any) -> None:
         """The job's outcome, from the metrics.json it wrote (any launcher, any process)."""
         run_dir = Path(job.hydra_cfg.hydra.runtime.output_dir) if job.hydra_cfg is not None else None
-        metrics_file = run_dir / "metrics.json" if run_dir else None
-        metrics = json.loads(metrics_file.read_text()) if metrics_file and metrics_file.is_file() else {}
-        status = metrics.get("status", "failed")
+        metrics = (record.read_record(run_dir) if run_dir else None) or {record.STATUS: record.FAILED}
+        status = record.status(metrics)
         try:
             value = float(job.return_value)
         except Exception:  # noqa: BLE001  (a crashed job re-raises here; None: it recorded a failure)
             value = None
-        if status == "pruned":
+        if status == record.PRUNED:
             study.tell(trial, state=TrialState.PRUNED)
-        elif status == "ok" and value is not None and math.isfinite(value):
+        elif status == record.OK and value is not None and math.isfinite(value):
             study.tell(trial, value)
         else:
-            trial.set_user_attr("reason", str(metrics.get("reason", "the job recorded no outcome")))
+            trial.set_user_attr("reason", str(metrics.get(record.REASON, "the job recorded no outcome")))
             study.tell(trial, state=TrialState.FAIL)
 
     def report(self, study: optuna.Study) -> None:

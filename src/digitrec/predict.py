@@ -23,8 +23,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from digitrec import record
 from digitrec.checkpoint import load_checkpoint
-from digitrec.errors import DigitrecError, first_line
+from digitrec.errors import EXIT_FAILED_RUN, EXIT_USER_ERROR, DigitrecError, first_line
 from digitrec.nets import net_from_checkpoint
 from digitrec.preprocess import ImageLike, preprocess
 
@@ -177,44 +178,24 @@ def add_net_class_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def run_checkpoint(run_dir: Path, metrics: dict[str, Any]) -> Path | None:
+def run_checkpoint(run_dir: Path, metrics: dict[str, Any] | None) -> Path | None:
     """The checkpoint of a successful training run: its best epoch, else its model.ckpt."""
-    if metrics.get("status") != "ok" or ("model_path" not in metrics and "best_ckpt_path" not in metrics):
-        return None  # failed, interrupted, or an evaluation (eval records have no status)
-    best = metrics.get("best_ckpt_path")
+    if metrics is None or record.status(metrics) != record.OK or (record.MODEL_PATH not in metrics and record.BEST_CKPT_PATH not in metrics):
+        return None  # no record, failed, interrupted, or an evaluation (which names no checkpoint of its own)
+    best = metrics.get(record.BEST_CKPT_PATH)
     candidates = ([Path(best), run_dir / best] if isinstance(best, str) and best else []) + [run_dir / "model.ckpt"]
     return next((c for c in candidates if c.is_file()), None)
 
 
-def sweep_objective(sweep_dir: Path) -> str:
-    import yaml  # Hydra's configs are YAML; Hydra itself is not imported here
-
-    for config in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
-        try:
-            return (yaml.safe_load(config.read_text()) or {}).get("optimized_metric") or "val/acc_best"
-        except (OSError, yaml.YAMLError, AttributeError):
-            break
-    return "val/acc_best"
-
-
 def best_sweep_job(sweep_dir: Path) -> tuple[Path, str] | None:
     """The best successful job of a sweep or an Optuna search, by the sweep's own objective."""
-    objective = sweep_objective(sweep_dir)
-    sign = 1 if "loss" in objective else -1
+    objective = record.objective_of(sweep_dir)
     ranked = []
-    for metrics_file in sweep_dir.glob("*/metrics.json"):
-        metrics = _read_json(metrics_file)
-        value, ckpt = metrics.get(objective), run_checkpoint(metrics_file.parent, metrics)
-        if isinstance(value, (int, float)) and ckpt is not None:
-            ranked.append((sign * value, metrics_file.parent.name, ckpt, value))
+    for metrics_file in sweep_dir.glob(f"*/{record.FILE_NAME}"):
+        metrics = record.read_record(metrics_file.parent)
+        value, ckpt = record.objective_value(metrics, objective), run_checkpoint(metrics_file.parent, metrics)
+        if value is not None and ckpt is not None:
+            ranked.append((record.rank_key(objective, value), metrics_file.parent.name, ckpt, value))
     if not ranked:
         return None
     _, job, ckpt, value = min(ranked)
@@ -227,7 +208,7 @@ def choose_checkpoint(root: Path = RUNS_ROOT) -> tuple[Path, str]:
     The newest successful training run under `root` (its best epoch); when that is a sweep or an
     Optuna search, its best job. Failed, interrupted and unfinished runs and evaluations are skipped.
     """
-    found = sorted(root.glob("**/metrics.json"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
+    found = sorted(root.glob(f"**/{record.FILE_NAME}"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
     seen: set[Path] = set()
     for metrics_file in found:
         run_dir = metrics_file.parent
@@ -240,7 +221,7 @@ def choose_checkpoint(root: Path = RUNS_ROOT) -> tuple[Path, str]:
             if best:
                 return best
             continue
-        ckpt = run_checkpoint(run_dir, _read_json(metrics_file))
+        ckpt = run_checkpoint(run_dir, record.read_record(run_dir))
         if ckpt is not None:
             return ckpt, f"the newest successful training run under {root}/"
     if found:
@@ -276,7 +257,7 @@ def main(argv: list[str]) -> int:
     if args.top_k < 1 or args.batch_size < 1:
         parser.print_usage(sys.stderr)
         print("digitrec predict: error: --top-k and --batch-size must be at least 1", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     try:
         if args.ckpt:
             ckpt = Path(args.ckpt)
@@ -286,41 +267,41 @@ def main(argv: list[str]) -> int:
         predictor = Predictor.from_checkpoint(ckpt, args.net_class)
     except DigitrecError as err:
         print(f"digitrec: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     if args.save_preprocessed:
         try:
             args.save_preprocessed.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             print(f"digitrec: error: cannot create the folder {args.save_preprocessed}: {err.strerror or err}", file=sys.stderr)
-            return 2
+            return EXIT_USER_ERROR
 
     failed, saved_names = 0, set()
     for path, outcome in zip(args.images, predictor.predict_each(args.images, args.top_k, args.batch_size)):
-        record: dict[str, Any] = {"path": path}
+        result: dict[str, Any] = {"path": path}
         if isinstance(outcome, ImageError):
-            record["error"] = outcome.problem
+            result["error"] = outcome.problem
         else:
-            record.update(digit=outcome.digit, probability=round(outcome.probability, 4))
-            record["top_k"] = [{"digit": d, "probability": round(q, 4)} for d, q in outcome.top_k]
+            result.update(digit=outcome.digit, probability=round(outcome.probability, 4))
+            result["top_k"] = [{"digit": d, "probability": round(q, 4)} for d, q in outcome.top_k]
             if args.save_preprocessed:
                 out = preprocessed_path(args.save_preprocessed, path, saved_names)
                 try:
                     Image.fromarray(np.round(outcome.image * 255).astype(np.uint8)).save(out)
-                    record["preprocessed"] = str(out)
+                    result["preprocessed"] = str(out)
                 except OSError as err:
-                    record["error"] = f"cannot write {out}: {err.strerror or err}"
-        failed += "error" in record
-        print_record(record, args.json, args.top_k)
-    return 1 if failed else 0
+                    result["error"] = f"cannot write {out}: {err.strerror or err}"
+        failed += "error" in result
+        print_record(result, args.json, args.top_k)
+    return EXIT_FAILED_RUN if failed else 0
 
 
-def print_record(record: dict[str, Any], as_json: bool, top_k: int) -> None:
+def print_record(result: dict[str, Any], as_json: bool, top_k: int) -> None:
     if as_json:
-        print(json.dumps(record), flush=True)
-    elif "error" in record:
-        print(f"{record['path']}: error: {record['error']}", file=sys.stderr, flush=True)
+        print(json.dumps(result), flush=True)
+    elif "error" in result:
+        print(f"{result['path']}: error: {result['error']}", file=sys.stderr, flush=True)
     else:
-        line = f"{record['path']}: {record['digit']} ({record['probability']:.2f})"
+        line = f"{result['path']}: {result['digit']} ({result['probability']:.2f})"
         if top_k > 1:
-            line += "  top-{}: {}".format(top_k, ", ".join(f"{t['digit']} ({t['probability']:.2f})" for t in record["top_k"]))
+            line += "  top-{}: {}".format(top_k, ", ".join(f"{t['digit']} ({t['probability']:.2f})" for t in result["top_k"]))
         print(line, flush=True)

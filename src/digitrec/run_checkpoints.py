@@ -1,7 +1,8 @@
 """What a training run writes to disk to survive a crash, and how a resume picks it up again.
 
 - `AtomicCheckpointIO`: every checkpoint is written beside its final name, flushed to disk, then
-  renamed over it, so a crash or a full disk never leaves a truncated file under a final name.
+  renamed over it, so a crash or a full disk never leaves a truncated file under a final name; and
+  Lightning reads checkpoints (a resume, the best epoch's test) through digitrec's own loader.
 - `RunCheckpoint`: Lightning's ModelCheckpoint (the best epoch by val/acc, and last.ckpt), plus
   last.ckpt every N training steps for exact mid-epoch resume.
 - `best_checkpoint`: the best epoch's file, trusted only inside the run's own checkpoint folder.
@@ -16,11 +17,12 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from digitrec.checkpoint import atomic_save, is_url
+from digitrec.checkpoint import atomic_save, is_url, load_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's torch.save checkpoints, written atomically in their own directory.
+    """Lightning's torch.save checkpoints, written atomically in their own directory, and read by
+    digitrec.checkpoint.load_checkpoint.
 
     Lightning's own save stages the file elsewhere and may fall back to writing over the old file.
     """
@@ -29,6 +31,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        # Always weights_only, on the CPU (Lightning moves the weights), and in today's form: a run
+        # resumed from a digitrec.model/1 checkpoint gets its weights under today's names too.
+        return load_checkpoint(path)
 
 
 class RunCheckpoint(ModelCheckpoint):

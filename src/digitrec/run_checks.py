@@ -72,9 +72,9 @@ def check_data_present(cfg: DictConfig) -> None:
 def check_eval_checkpoint(cfg: DictConfig) -> None:
     from digitrec.checkpoint import load_checkpoint
     from digitrec.config import trusted_classes
-    from digitrec.nets import check_net_allowed, upgrade_hyper_parameters
+    from digitrec.nets import check_net_allowed
 
-    hyper_parameters = upgrade_hyper_parameters(load_checkpoint(cfg.ckpt_path)["hyper_parameters"])
+    hyper_parameters = load_checkpoint(cfg.ckpt_path)["hyper_parameters"]
     try:
         check_net_allowed(hyper_parameters["net"], trusted_classes(cfg))
     except DigitrecError as err:

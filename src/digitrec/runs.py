@@ -1,11 +1,7 @@
-"""The record of a run, shared by single runs, sweep jobs and the CLI: whether it is part of a
-sweep, the overrides it was started with, and its metrics.json."""
+"""What Hydra knows about the running job: whether it is part of a sweep, and the overrides it
+was started with. (The run's record, metrics.json, is digitrec.record's.)"""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
-from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -17,9 +13,3 @@ def in_multirun() -> bool:
 
 def run_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
-    path = run_dir / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
-    return path

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from digitrec.errors import DigitrecError, first_line
+from digitrec import record
+from digitrec.errors import EXIT_USER_ERROR, DigitrecError, first_line
 
 try:
     import python_multipart  # noqa: F401  (Starlette reads multipart bodies with it)
@@ -51,7 +52,7 @@ except ImportError as err:  # the server is an extra: `digitrec predict` and tra
     raise DigitrecError(f"digitrec serve needs {err.name}: pip install 'digitrec[serve]' (make install includes it)") from None
 
 from digitrec.checkpoint import load_checkpoint
-from digitrec.nets import describe_net, net_from_checkpoint, upgrade_hyper_parameters
+from digitrec.nets import describe_net, net_from_checkpoint
 from digitrec.predict import RUNS_ROOT, Prediction, Predictor, add_net_class_option, newest_run_checkpoint
 from digitrec.preprocess import preprocess
 
@@ -134,8 +135,7 @@ class DigitService:
     @classmethod
     def from_checkpoint(cls, path: Path, trusted: Sequence[str] = ()) -> DigitService:
         checkpoint = load_checkpoint(path)
-        hyper_parameters = upgrade_hyper_parameters(checkpoint["hyper_parameters"])
-        return cls(Predictor(net_from_checkpoint(checkpoint, path, trusted)), path, hyper_parameters)
+        return cls(Predictor(net_from_checkpoint(checkpoint, path, trusted)), path, checkpoint["hyper_parameters"])
 
     def open(self) -> None:
         self.spool = Path(tempfile.mkdtemp(prefix="digitrec-serve-", dir=memory_tmpdir()))
@@ -162,24 +162,24 @@ class DigitService:
         return list(await asyncio.gather(*(self.predict_one(upload, top_k, with_image) for upload in uploads)))
 
     async def predict_one(self, upload: Upload, top_k: int, with_image: bool) -> dict[str, Any]:
-        record: dict[str, Any] = {"name": upload.name}
+        result: dict[str, Any] = {"name": upload.name}
         if len(upload.data) > MAX_IMAGE_BYTES:
-            record["error"] = f"the image is {len(upload.data) / 1e6:.1f} MB: at most {MAX_IMAGE_BYTES // 1_000_000} MB per image"
-            return record
+            result["error"] = f"the image is {len(upload.data) / 1e6:.1f} MB: at most {MAX_IMAGE_BYTES // 1_000_000} MB per image"
+            return result
         try:
             image = await asyncio.get_running_loop().run_in_executor(self.preprocessing, self.prepare, upload)
         except DigitrecError as err:
-            record["error"] = str(err)
-            return record
+            result["error"] = str(err)
+            return result
         except Exception as err:  # noqa: BLE001 - as in `digitrec predict`: an odd file gets its own error
-            record["error"] = f"could not be processed ({type(err).__name__}: {first_line(err, 120, fallback='')})"
-            return record
+            result["error"] = f"could not be processed ({type(err).__name__}: {first_line(err, 120, fallback='')})"
+            return result
         prediction = await self.batcher.predict(image)
-        record.update(digit=prediction.digit, probability=round(prediction.probability, 4))
-        record["top_k"] = [{"digit": d, "probability": round(q, 4)} for d, q in prediction.top_k[:top_k]]
+        result.update(digit=prediction.digit, probability=round(prediction.probability, 4))
+        result["top_k"] = [{"digit": d, "probability": round(q, 4)} for d, q in prediction.top_k[:top_k]]
         if with_image:
-            record["preprocessed"] = png_base64(prediction.image)
-        return record
+            result["preprocessed"] = png_base64(prediction.image)
+        return result
 
 
 def memory_tmpdir() -> str | None:
@@ -215,18 +215,17 @@ def tested_accuracy(checkpoint: Path) -> tuple[float | None, str | None]:
     """
     checkpoint = checkpoint.resolve()
     for run_dir in (checkpoint.parent, checkpoint.parent.parent):
-        metrics_path = run_dir / "metrics.json"
-        try:
-            metrics = json.loads(metrics_path.read_text())
-            accuracy = round(float(metrics["test/acc"]), 6)  # logged as float32: 0.9779999852 is 0.978
-        except (OSError, ValueError, KeyError, TypeError):
+        metrics = record.read_record(run_dir)
+        accuracy = record.objective_value(metrics, record.TEST_ACC)
+        if metrics is None or accuracy is None:
             continue
+        accuracy = round(accuracy, 6)  # logged as float32: 0.9779999852 is 0.978
         tested = {run_dir / "model.ckpt"}
-        for key in ("model_path", "best_ckpt_path"):
+        for key in (record.MODEL_PATH, record.BEST_CKPT_PATH):
             if isinstance(metrics.get(key), str) and metrics[key]:
                 tested |= {Path(metrics[key]).resolve(), run_dir / "checkpoints" / Path(metrics[key]).name}
         if checkpoint in tested:
-            return accuracy, str(metrics_path)
+            return accuracy, str(record.path(run_dir))
     return None, None
 
 
@@ -484,7 +483,7 @@ def main(argv: list[str]) -> int:
     if not 0 <= args.port <= 65535:
         parser.print_usage(sys.stderr)
         print(f"digitrec serve: error: --port must be between 0 and 65535, not {args.port}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     # Forward passes are a fraction of a millisecond: one thread, and the other cores preprocess.
     torch.set_num_threads(1)
     ckpt = Path(args.ckpt) if args.ckpt else newest_run_checkpoint()

@@ -8,7 +8,6 @@ of a sweep (a Hydra callback) and at any later time (`digitrec sweep-report DIR`
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import sys
 import traceback
@@ -21,14 +20,13 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 
-from digitrec.errors import EXIT_FAILED_RUN, DigitrecError
-from digitrec.runs import run_overrides, write_metrics
+from digitrec import record
+from digitrec.errors import EXIT_FAILED_RUN, EXIT_USER_ERROR, DigitrecError
+from digitrec.runs import run_overrides
 from digitrec.viewers import viewer_commands
 
 log = logging.getLogger(__name__)
 
-# For sweeps whose config names no objective (digitrec eval -m ...).
-DEFAULT_OBJECTIVE = "test/acc"
 SUMMARY_FILES = ("summary.csv", "summary.md")
 
 
@@ -61,7 +59,7 @@ def run_sweep_job(task: Callable[[Any], dict[str, Any]], cfg, check: Callable[[]
         check()
         metrics = task(cfg)
     except JobPruned as err:
-        write_metrics(run_dir, {"status": "pruned", "reason": str(err), **err.metrics, "run_dir": str(run_dir), "overrides": run_overrides()})
+        record.write_outcome(run_dir, record.PRUNED, str(err), run_overrides(), err.metrics)
         print(f"digitrec: job {HydraConfig.get().job.num} pruned {err}", file=sys.stderr, flush=True)
         return None
     except Exception as err:  # noqa: BLE001  (any failure of one job, a bug included: the others still run)
@@ -69,11 +67,10 @@ def run_sweep_job(task: Callable[[Any], dict[str, Any]], cfg, check: Callable[[]
         if not isinstance(err, DigitrecError):
             (run_dir / "traceback.txt").write_text(traceback.format_exc())
             reason += " (traceback.txt in the job's directory)"
-        write_metrics(run_dir, {"status": "failed", "reason": reason, "run_dir": str(run_dir), "overrides": run_overrides()})
+        record.write_outcome(run_dir, record.FAILED, reason, run_overrides())
         print(f"digitrec: job {HydraConfig.get().job.num} failed: {reason}", file=sys.stderr, flush=True)
         return None
-    objective = cfg.get("optimized_metric")
-    return metrics.get(objective) if objective else metrics
+    return metrics.get(record.config_objective(cfg))
 
 
 # --- the summary ------------------------------------------------------------------------------
@@ -88,9 +85,7 @@ class Job:
 
     @property
     def status(self) -> str:
-        if not self.metrics or self.metrics.get("status") in ("running", "interrupted"):
-            return "unfinished"
-        return self.metrics.get("status", "ok")  # eval writes no status: it has no other outcome
+        return "unfinished" if record.is_unfinished(self.metrics or None) else record.status(self.metrics)
 
 
 def read_jobs(sweep_dir: Path) -> list[Job]:
@@ -99,35 +94,27 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
     for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
         job_dir = overrides_file.parent.parent
         number = job_dir.name.split("_", 1)[0]
-        metrics_file = job_dir / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        metrics = record.read_record(job_dir) or {}
         jobs.append(Job(int(number) if number.isdigit() else -1, job_dir.name, yaml.safe_load(overrides_file.read_text()) or [], metrics))
     return sorted(jobs, key=lambda job: (job.num, job.name))
-
-
-def read_objective(sweep_dir: Path) -> str:
-    for config in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
-        return (yaml.safe_load(config.read_text()) or {}).get("optimized_metric") or DEFAULT_OBJECTIVE
-    return DEFAULT_OBJECTIVE
 
 
 def standings(jobs: list[Job], objective: str) -> list[tuple[int | None, Job]]:
     """(rank, job), best first by the objective (losses: lowest first); then the pruned, the failed
     and the unfinished jobs, which have no rank."""
-    sign = 1 if "loss" in objective else -1
 
     def key(job: Job):
-        value = job.metrics.get(objective)
-        if job.status == "ok" and value is not None:
-            return (0, sign * value, job.num)
-        return ({"pruned": 1, "failed": 2}.get(job.status, 3), 0, job.num)
+        value = record.objective_value(job.metrics, objective)
+        if job.status == record.OK and value is not None:
+            return (0, record.rank_key(objective, value), job.num)
+        return ({record.PRUNED: 1, record.FAILED: 2}.get(job.status, 3), 0, job.num)
 
     ordered = sorted(jobs, key=key)
     ranked = sum(key(job)[0] == 0 for job in ordered)
     return [(i + 1 if i < ranked else None, job) for i, job in enumerate(ordered)]
 
 
-def metric_keys(objective: str, others: tuple[str, ...] = ("val/acc_best", "test/acc")) -> list[str]:
+def metric_keys(objective: str, others: tuple[str, ...] = (record.VAL_ACC_BEST, record.TEST_ACC)) -> list[str]:
     return [objective, *(m for m in others if m != objective)]
 
 
@@ -145,9 +132,9 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def status_text(job: Job) -> str:
-    if job.status == "failed":
+    if job.status == record.FAILED:
         return f"failed: {job.metrics.get('reason', '')}"
-    if job.status == "pruned":
+    if job.status == record.PRUNED:
         return f"pruned {job.metrics.get('reason', '')}"
     if job.status == "unfinished":
         return "unfinished (interrupted, or still running)"
@@ -173,8 +160,8 @@ def markdown(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
                 status_text(job),
             ]
         )
-    counts = {s: sum(job.status == s for job in jobs) for s in ("ok", "pruned", "failed", "unfinished")}
-    direction = "lower" if "loss" in objective else "higher"
+    counts = {s: sum(job.status == s for job in jobs) for s in (record.OK, record.PRUNED, record.FAILED, "unfinished")}
+    direction = "higher" if record.higher_is_better(objective) else "lower"
     lines = [
         f"# Sweep summary: {sweep_dir}",
         "",
@@ -190,7 +177,7 @@ def markdown(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
 
 def write_csv(path: Path, sweep_dir: Path, jobs: list[Job], objective: str) -> None:
     """The summary with every value unformatted, and all of each job's overrides."""
-    metrics = metric_keys(objective, ("val/acc_best", "test/acc", "test/loss"))
+    metrics = metric_keys(objective, record.OBJECTIVES)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["rank", "best", "job", "status", "reason", *metrics, "epochs", "train_seconds", "overrides", "run_dir"])
@@ -215,7 +202,7 @@ def write_summary(sweep_dir: str | Path) -> str:
     """Write summary.csv and summary.md into the sweep directory; return the markdown."""
     sweep_dir = Path(sweep_dir)
     jobs = read_jobs(sweep_dir)
-    objective = read_objective(sweep_dir)
+    objective = record.objective_of(sweep_dir)
     text = markdown(sweep_dir, jobs, objective)
     (sweep_dir / "summary.md").write_text(text)
     write_csv(sweep_dir / "summary.csv", sweep_dir, jobs, objective)
@@ -233,7 +220,7 @@ class SweepSummary(Callback):
         print(f"\n{text}\nsummary: {sweep_dir / 'summary.md'} and summary.csv", flush=True)
         for label, command in viewer_commands(config.get("logger"), sweep_dir, sweep=True):
             print(f"{label}: {command}", flush=True)
-        failed = [job for job in read_jobs(sweep_dir) if job.status == "failed"]
+        failed = [job for job in read_jobs(sweep_dir) if job.status == record.FAILED]
         if failed:
             # The last thing Hydra runs: leaving through SystemExit keeps its error report out.
             print(f"digitrec: error: {len(failed)} of the sweep's jobs failed (see the status column above)", file=sys.stderr, flush=True)
@@ -244,7 +231,7 @@ def report_main(args: list[str]) -> int:
     """digitrec sweep-report DIR: rebuild and print the summary of a past sweep."""
     if len(args) != 1 or args[0].startswith("-"):
         print("usage: digitrec sweep-report SWEEP_DIR  (e.g. outputs/train/multiruns/<sweep>)", file=sys.stderr)
-        return 0 if args and args[0] in ("-h", "--help") else 2
+        return 0 if args and args[0] in ("-h", "--help") else EXIT_USER_ERROR
     sweep_dir = Path(args[0])
     if not sweep_dir.is_dir():
         raise DigitrecError(f"sweep directory {sweep_dir} does not exist: pass a directory under outputs/*/multiruns or outputs/*/optuna")

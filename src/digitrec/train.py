@@ -21,13 +21,14 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
+from digitrec import record
 from digitrec.checkpoint import export_model, load_checkpoint, resume_checkpoint
 from digitrec.config import check_record
 from digitrec.console import progress_callbacks, quiet_lightning
 from digitrec.errors import DigitrecError, RunFailed
-from digitrec.nets import OWN_NETS, upgrade_hyper_parameters
+from digitrec.nets import with_defaults
 from digitrec.run_checkpoints import AtomicCheckpointIO, best_checkpoint
-from digitrec.runs import in_multirun, run_overrides, write_metrics
+from digitrec.runs import in_multirun, run_overrides
 from digitrec.runtime import skip_futile_nvml_probe
 from digitrec.targets import locate
 from digitrec.viewers import viewer_commands
@@ -193,17 +194,6 @@ def check_lightning_components(cfg: DictConfig) -> None:
         check_resume(str(cfg.ckpt_path), cfg.model.net)
 
 
-def with_defaults(net: dict[str, Any]) -> dict[str, Any]:
-    """A network record with the defaults of digitrec's own classes filled in: a record that leaves
-    a default out (a digitrec.model/1 checkpoint says nothing of dropout) is the same network."""
-    cls = OWN_NETS.get(str(net.get("_target_")))
-    if cls is None:
-        return dict(net)
-    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not inspect.Parameter.empty}
-    filled = {**defaults, **net}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in filled.items()}
-
-
 def check_resume(ckpt_path: str, net: DictConfig) -> None:
     """A checkpoint to resume from: local (never a URL), readable with weights_only, a training
     state (not an exported model), and of the configured architecture. Lightning then reads it."""
@@ -219,7 +209,7 @@ def check_resume(ckpt_path: str, net: DictConfig) -> None:
 def check_same_network(ckpt_path: str, hyper_parameters: dict[str, Any], configured_net: dict[str, Any]) -> None:
     """A resume keeps the checkpoint's network: every argument must equal the config's; the rest
     (epochs, optimiser settings, data, logging) may change."""
-    saved = with_defaults(upgrade_hyper_parameters(hyper_parameters)["net"])
+    saved = with_defaults(hyper_parameters["net"])
     configured = with_defaults(configured_net)
     for key in sorted(set(saved) | set(configured)):
         if saved.get(key) != configured.get(key):
@@ -260,17 +250,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model_path = export_model(model, run_dir / "model.ckpt")
 
     metrics = {
-        "status": "ok",
+        record.STATUS: record.OK,
         **{k: float(v) for k, v in test_results[0].items()},
-        "val/acc_best": float(val_acc_best) if val_acc_best is not None else None,
-        "epochs": int(trainer.callback_metrics.get("epochs", trainer.current_epoch)),
-        "train_seconds": round(train_seconds, 2),
-        "best_ckpt_path": str(best) if best else None,
-        "model_path": str(model_path),
-        "run_dir": str(run_dir),
-        "overrides": run_overrides(),
+        record.VAL_ACC_BEST: float(val_acc_best) if val_acc_best is not None else None,
+        record.EPOCHS: int(trainer.callback_metrics.get("epochs", trainer.current_epoch)),
+        record.TRAIN_SECONDS: round(train_seconds, 2),
+        record.BEST_CKPT_PATH: str(best) if best else None,
+        record.MODEL_PATH: str(model_path),
+        record.RUN_DIR: str(run_dir),
+        record.OVERRIDES: run_overrides(),
     }
-    write_metrics(run_dir, metrics)
+    record.write_record(run_dir, metrics)
     print_summary("training done", metrics, viewer_commands(cfg.get("logger"), run_dir))
     return metrics
 

@@ -5,7 +5,7 @@ import sys
 
 from hydra.plugins.sweeper import Sweeper
 
-from digitrec.errors import DigitrecError
+from digitrec.errors import EXIT_USER_ERROR, DigitrecError
 
 
 class ResumableOptunaSweeper(Sweeper):
@@ -27,4 +27,4 @@ class ResumableOptunaSweeper(Sweeper):
             # A search space Optuna cannot sample, found before the first trial: one line, as for any
             # user mistake (Hydra would print a traceback for an exception).
             print(f"digitrec: error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise SystemExit(EXIT_USER_ERROR) from None
