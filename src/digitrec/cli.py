@@ -43,17 +43,6 @@ examples:
 COMPLETION_FLAGS = {"--shell-completion", "-sc"}
 
 
-def one_line(err: BaseException) -> str:
-    """Hydra's and OmegaConf's errors in one line: the first line says what is wrong (the rest is
-    Hydra's search path and links); a missing config adds the options there are."""
-    from hydra.errors import MissingConfigException
-
-    text = " ".join(str(err).strip().splitlines()[:1]) or type(err).__name__
-    if isinstance(err, MissingConfigException) and err.options:
-        text += f" (available options: {', '.join(err.options)})"
-    return text
-
-
 def quote_paths(args: list[str]) -> list[str]:
     """Quote override values that name an existing file or folder.
 
@@ -75,6 +64,8 @@ def compose(config_name: str, overrides: list[str]):
     from hydra import initialize_config_module
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+
+    from digitrec.run_checks import one_line
 
     try:
         with initialize_config_module("digitrec.configs", version_base="1.3"):
@@ -171,7 +162,7 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from digitrec import record
-    from digitrec.run_checks import check_job
+    from digitrec.run_checks import check_job, one_line
     from digitrec.runs import in_multirun
     from digitrec.sweep import run_sweep_job
     from hydra_plugins.digitrec_optuna_sweeper import ResumableOptunaSweeper

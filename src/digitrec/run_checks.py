@@ -25,6 +25,44 @@ from digitrec.errors import EXIT_FAILED_RUN, DigitrecError
 UNNAMED_KEYS = ("hparams_search", "logger", "progress", "threads")
 
 
+def one_line(err: BaseException) -> str:
+    """Hydra's and OmegaConf's errors in one line: the first line says what is wrong (the rest is
+    Hydra's search path and links); a missing config adds the options there are."""
+    from hydra.errors import MissingConfigException
+
+    text = " ".join(str(err).strip().splitlines()[:1]) or type(err).__name__
+    if isinstance(err, MissingConfigException) and err.options:
+        text += f" (available options: {', '.join(err.options)})"
+    return text
+
+
+def check_swept_values(config: DictConfig, config_name: str) -> None:
+    """Every value of every swept key composed once (not every combination), before Hydra makes the
+    sweep's folder: a typo in a key or a config name stops the sweep with one line. Bad values are
+    left to their jobs, which record them as failed in the sweep's summary."""
+    from hydra import compose
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    fixed, swept = list(config.hydra.overrides.hydra), []
+    for override in parsed_overrides(config):
+        if not override.is_sweep_override():
+            fixed.append(override.input_line)
+            continue
+        try:
+            values = list(override.sweep_string_iterator())
+        except HydraException:  # glob() and an Optuna search's intervals: nothing to enumerate here
+            continue
+        swept.append([f"{override.get_key_element()}={value}" for value in values])
+    first = [values[0] for values in swept]
+    try:
+        for i, values in enumerate(swept):
+            for value in values[1 if i else 0 :]:
+                compose(config_name, overrides=[*fixed, *first[:i], value, *first[i + 1 :]])
+    except (HydraException, OmegaConfBaseException) as err:
+        raise DigitrecError(f"bad override: {one_line(err)}") from None
+
+
 def job_config(config: DictConfig) -> DictConfig:
     """The config a job sees (Hydra's own node removed), resolvable as it will be in the job."""
     job = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
@@ -151,7 +189,7 @@ class RunChecks(Callback):
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         with refusal_ends_the_command():
-            self.check_sweep(config)
+            self.check_sweep(config, config_name or "")
 
     def check_run(self, config: DictConfig, config_name: str | None) -> None:
         # The run's own values (paths.output_dir) resolve against Hydra's node, as in the job.
@@ -163,7 +201,8 @@ class RunChecks(Callback):
         if config_name == "train" and cfg.get("ckpt_path"):
             resume_in_place(config, str(cfg.ckpt_path))
 
-    def check_sweep(self, config: DictConfig) -> None:
+    def check_sweep(self, config: DictConfig, config_name: str) -> None:
+        check_swept_values(config, config_name)
         HydraConfig.instance().set_config(config)
         parsed = parsed_overrides(config)
         # The sweep's shared values only: swept ones are composed by the sweeper and checked in each job.
