@@ -39,6 +39,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a digitrec checkpoint (Lightning or exported) without running any pickled code, in
     today's form (digitrec.model/2) whatever version wrote it."""
     path = Path(path)
+    checkpoint = read_torch_file(path)
+    if not is_model_checkpoint(checkpoint):
+        raise DigitrecError(
+            f"checkpoint {path} is not a digitrec model (no state_dict/hyper_parameters): use checkpoints/*.ckpt or model.ckpt from a digitrec run"
+        )
+    try:
+        return upgrade(checkpoint)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        detail = f"no {err.args[0]}" if isinstance(err, KeyError) else first_line(err)
+        raise DigitrecError(
+            f"checkpoint {path} does not match the digitrec model: its hyper_parameters are of no digitrec version ({detail})"
+        ) from None
+
+
+def is_model_checkpoint(checkpoint: Any) -> bool:
+    return isinstance(checkpoint, dict) and "state_dict" in checkpoint and "hyper_parameters" in checkpoint
+
+
+def read_torch_file(path: Path) -> Any:
+    """torch.load with weights_only=True, every way it can fail said in one line."""
     if not path.exists():
         raise DigitrecError(f"checkpoint {path} does not exist: pass the path of a .ckpt file from a run's directory")
     if path.is_dir():
@@ -55,17 +75,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 "and plain types; it was not loaded. Only load checkpoints written by digitrec"
             ) from None
         raise DigitrecError(f"checkpoint {path} is not a readable PyTorch file ({type(err).__name__}): it may be truncated or corrupt") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise DigitrecError(
-            f"checkpoint {path} is not a digitrec model (no state_dict/hyper_parameters): use checkpoints/*.ckpt or model.ckpt from a digitrec run"
-        )
-    try:
-        return upgrade(checkpoint)
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        detail = f"no {err.args[0]}" if isinstance(err, KeyError) else first_line(err)
-        raise DigitrecError(
-            f"checkpoint {path} does not match the digitrec model: its hyper_parameters are of no digitrec version ({detail})"
-        ) from None
+    return checkpoint
 
 
 # digitrec.model/1's optimizer and lr_schedule names (the names a v1 file may hold).

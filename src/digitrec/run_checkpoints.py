@@ -17,7 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from digitrec.checkpoint import atomic_save, is_url, load_checkpoint
+from digitrec.checkpoint import atomic_save, is_model_checkpoint, is_url, read_torch_file, upgrade
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -35,7 +35,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         # Always weights_only, on the CPU (Lightning moves the weights), and in today's form: a run
         # resumed from a digitrec.model/1 checkpoint gets its weights under today's names too.
-        return load_checkpoint(path)
+        # Lightning's own files (ddp_spawn hands the weights back in one) are read as they are.
+        checkpoint = read_torch_file(Path(path))
+        return upgrade(checkpoint) if is_model_checkpoint(checkpoint) else checkpoint
 
 
 class RunCheckpoint(ModelCheckpoint):
