@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TINY_TRAIN, check_command, find_mnist_dir, run_digitrec
-from digitrec.cli import USAGE
+from digitrec.cli import USAGE, quote_paths
 from digitrec.errors import DigitrecError
 
 # Examples whose run needs what a CPU test machine has not: a GPU, Apple silicon, a SLURM cluster, your own package.
-NEEDS_ELSEWHERE = ("trainer=ddp ", "trainer=ddp_spawn", "trainer=mps", "trainer=gpu", "hydra/launcher=slurm", "my_package", "num_nodes=")
+NEEDS_ELSEWHERE = ("trainer=ddp ", "trainer=ddp_spawn", "trainer=mps", "trainer=gpu", "hydra/launcher=slurm", "num_nodes=")
 COMMAND = re.compile(r"(?:^\s*|[`$#]\s*|:\s+)(digitrec (?:train|eval)\b[^`#\n]*)")
 
 
@@ -64,7 +64,8 @@ def runs_of(command: str, run_dir: Path) -> tuple[str, list[list[str]]]:
     command = re.sub(r"outputs/train/runs/<run>/checkpoints/epoch_\d+\.ckpt", str(next((run_dir / "checkpoints").glob("epoch_*.ckpt"))), command)
     command = command.replace("outputs/train/runs/<run>", str(run_dir)).replace("/path/to/mnist", str(find_mnist_dir()))
     words = shlex.split(command)[1:]
-    verb, args = words[0], [w for w in words[1:] if w not in ("-m", "--multirun", "--cfg", "job")]
+    # quote_paths: what the command does to a pasted path holding `=` or `,` (run names do).
+    verb, args = words[0], quote_paths([w for w in words[1:] if w not in ("-m", "--multirun", "--cfg", "job")])
     fixed, swept = [], []
     for override in OverridesParser.create().parse_overrides(args):
         if not override.is_sweep_override():
@@ -94,6 +95,13 @@ def test_the_examples_are_found():
 @pytest.mark.parametrize("command", sorted(EXAMPLES), ids=sorted(EXAMPLES))
 def test_every_documented_example_passes_the_checks(command, finished_run, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
+    # The README's "your own network" example names my_package.MyNet: here is one.
+    (tmp_path / "my_package").mkdir()
+    (tmp_path / "my_package" / "__init__.py").write_text(
+        "from torch import nn\n\nclass MyNet(nn.Sequential):\n"
+        "    def __init__(self, width: int = 32):\n        super().__init__(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, 10))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
     verb, runs = runs_of(command, finished_run)
     expected_error = documented_error(command)
     until = "config" if any(marker in command + " " for marker in NEEDS_ELSEWHERE) else "all"
