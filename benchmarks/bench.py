@@ -70,7 +70,7 @@ def mnist_dir() -> Path:
 
 def torchvision_root(source: Path, root: Path) -> Path:
     """Lay out verified MNIST the way torchvision's MNIST class reads it: ROOT/MNIST/raw/NAME."""
-    from digitrec.mnist import SHA256, find_file, read_verified
+    from digitrec.data.mnist import SHA256, find_file, read_verified
 
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import foreign_set
+from digitrec.data.mnist import load_mnist
 from digitrec.errors import DigitrecError
-from digitrec.mnist import load_mnist
-from digitrec.predict import Predictor, newest_run_checkpoint
-from digitrec.preprocess import preprocess
+from digitrec.inference.predict import Predictor, newest_run_checkpoint
+from digitrec.inference.preprocess import preprocess
 
 
 def read_set(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, list[bool], float]:

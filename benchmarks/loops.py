@@ -59,8 +59,8 @@ def tutorial_loop(args: argparse.Namespace, model: nn.Module, optimizer, loss_fn
 
 
 def tensor_loop(args: argparse.Namespace, model: nn.Module, optimizer, loss_fn) -> tuple[list[dict[str, float]], float]:
-    from digitrec.mnist import load_mnist
-    from digitrec.nets import MNIST_MEAN, MNIST_STD
+    from digitrec.data.mnist import load_mnist
+    from digitrec.nets.networks import MNIST_MEAN, MNIST_STD
 
     device = torch.device(args.device)
     mnist = load_mnist(args.mnist_dir)

@@ -31,9 +31,9 @@ import numpy as np
 from PIL import Image
 
 from benchmarks import foreign_set
+from digitrec.data.mnist import load_mnist
 from digitrec.errors import DigitrecError
-from digitrec.mnist import load_mnist
-from digitrec.predict import newest_run_checkpoint
+from digitrec.inference.predict import newest_run_checkpoint
 
 BOUNDARY = "digitrec-bench-5d21"
 

@@ -36,7 +36,7 @@ def mnist_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(mnist_dir):
-    from digitrec.mnist import load_mnist
+    from digitrec.data.mnist import load_mnist
 
     return load_mnist(mnist_dir)
 
@@ -49,13 +49,13 @@ def run_digitrec(*args: str, cwd: Path, timeout: float = 300, env: dict | None =
 
 def check_command(overrides: list[str], config_name: str = "train", until: str = "all") -> None:
     """The checks `digitrec CONFIG_NAME OVERRIDES` runs before its run directory exists, in-process:
-    Hydra's composition (its compose API) and digitrec.run_checks. Raises DigitrecError.
+    Hydra's composition (its compose API) and digitrec.command.checks. Raises DigitrecError.
     until="config": digitrec's own rules only (what is judged before Lightning is imported)."""
     from hydra import compose, initialize_config_module
     from hydra.core.hydra_config import HydraConfig
 
-    from digitrec.config import check_added_keys, check_config
-    from digitrec.run_checks import RunChecks, added_keys, job_config, parsed_overrides
+    from digitrec.command.checks import RunChecks, added_keys, job_config, parsed_overrides
+    from digitrec.config.checks import check_added_keys, check_config
 
     with initialize_config_module("digitrec.configs", version_base="1.3"):
         config = compose(config_name, overrides=overrides, return_hydra_config=True)

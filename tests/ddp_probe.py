@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from digitrec.tensorboard import TestFigures
+from digitrec.tracking.tensorboard import TestFigures
 
 
 class BatchProbe(L.Callback):

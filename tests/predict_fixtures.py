@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from digitrec.checkpoint import export_model
+from digitrec.nets.checkpoint import export_model
 
 _TRAINED: dict[str, Path] = {}
 
@@ -35,7 +35,7 @@ def train_model(mnist, folder: Path, epochs: int = 2, seed: int = 0) -> Path:
 
 
 def _train(mnist, folder: Path, epochs: int, seed: int) -> Path:
-    from digitrec.model import DigitClassifier
+    from digitrec.training.classifier import DigitClassifier
 
     torch.manual_seed(seed)
     model = DigitClassifier()
@@ -61,7 +61,7 @@ def model_ckpt(mnist, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def predictor(model_ckpt):
-    from digitrec.predict import Predictor
+    from digitrec.inference.predict import Predictor
 
     return Predictor.from_checkpoint(model_ckpt)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from conftest import check_command, run_digitrec
-from digitrec.cli import main
+from digitrec.command.main import main
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ from digitrec.cli import main
         ("model.net.hidden_sizes=[]", "config error at model.net.hidden_sizes: got [], expected a non-empty list"),
         ("model.net.hidden_sizes=[500,0]", "config error at model.net.hidden_sizes"),
         ("trainer.max_epochs=0", "config error at trainer.max_epochs: got 0, expected an integer >= 1"),
-        ("+model.dropout=0.5", "config error at model.dropout: digitrec.model.DigitClassifier takes no argument dropout"),
+        ("+model.dropout=0.5", "config error at model.dropout: digitrec.training.classifier.DigitClassifier takes no argument dropout"),
         ("+model.net.foo=1", "config error at model.net.foo: digitrec.nets.MLP takes no argument foo"),
         ("model.lr=0.1", "bad override: Could not override 'model.lr'"),
         (

@@ -2,7 +2,7 @@
 
 import torch
 
-from digitrec.data import BatchIndexSampler, MNISTDataModule, TensorLoader, TensorSplit
+from digitrec.data.datamodule import BatchIndexSampler, MNISTDataModule, TensorLoader, TensorSplit
 
 
 def make_datamodule(mnist_dir, **kwargs):

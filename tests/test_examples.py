@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TINY_TRAIN, check_command, find_mnist_dir, run_digitrec
-from digitrec.cli import USAGE, quote_paths
+from digitrec.command.main import USAGE, quote_paths
 from digitrec.errors import DigitrecError
 
 # Examples whose run needs what a CPU test machine has not: a GPU, Apple silicon, a SLURM cluster, your own package.

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TINY_TRAIN, run_digitrec
-from digitrec.cli import compose
-from digitrec.config import check_config
+from digitrec.command.main import compose
+from digitrec.config.checks import check_config
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
 

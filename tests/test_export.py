@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import run_digitrec
-from digitrec.checkpoint import EXPORT_FORMAT
-from digitrec.export import ONNX_FORMAT, main
-from digitrec.predict import Predictor
+from digitrec.inference.export import ONNX_FORMAT, main
+from digitrec.inference.predict import Predictor
+from digitrec.nets.checkpoint import EXPORT_FORMAT
 from predict_fixtures import lightning_style_checkpoint, malicious_checkpoint, model_ckpt, predictor  # noqa: F401
 
 

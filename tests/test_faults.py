@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_TRAIN, find_mnist_dir, run_digitrec
-from digitrec.checkpoint import load_checkpoint
-from digitrec.mnist import SHA256
+from digitrec.data.mnist import SHA256
+from digitrec.nets.checkpoint import load_checkpoint
 
 BAD_OVERRIDES = [
     # model
@@ -53,7 +53,7 @@ BAD_OVERRIDES = [
     ("model/net=custom", "config error at model.net._target_: missing"),
     ("model.label_smoothing=1.5", "config error at model.label_smoothing"),
     ("data/augment=affine data.augment.p=2", "config error at data.augment.p"),
-    ("+model.dropout=0.5", "config error at model.dropout: digitrec.model.DigitClassifier takes no argument dropout"),
+    ("+model.dropout=0.5", "config error at model.dropout: digitrec.training.classifier.DigitClassifier takes no argument dropout"),
     ("model.foo=1", "bad override: Could not override 'model.foo'"),
     ("model.lr=0.001", "bad override: Could not override 'model.lr'"),
     ("model=transformer", "Could not find 'model/transformer'"),
@@ -65,7 +65,7 @@ BAD_OVERRIDES = [
     ("data.eval_batch_size=0", "config error at data.eval_batch_size"),
     ("data.val_size=0", "config error at data.val_size"),
     ("data.val_size=60000", "config error at data.val_size"),
-    ("+data.foo=1", "config error at data.foo: digitrec.data.MNISTDataModule takes no argument foo"),
+    ("+data.foo=1", "config error at data.foo: digitrec.data.datamodule.MNISTDataModule takes no argument foo"),
     ("data.data_dir=/nonexistent/mnist", "MNIST folder /nonexistent/mnist does not exist"),
     # top level
     ("seed=abc", "config error at seed"),

@@ -86,7 +86,7 @@ def test_tensorboard_stays_the_default_and_mlflow_is_not_imported_without_it(tmp
     result = run_digitrec("train", "--cfg", "job", cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert list(yaml.safe_load(result.stdout)["logger"]) == ["tensorboard"]
-    code = "import sys, digitrec.train, digitrec.tensorboard, digitrec.sweep; print('mlflow' in sys.modules)"
+    code = "import sys, digitrec.training.train, digitrec.tracking.tensorboard, digitrec.sweeps.sweep; print('mlflow' in sys.modules)"
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.strip() == "False"

@@ -6,8 +6,8 @@ import shutil
 import pytest
 import torch
 
+from digitrec.data.mnist import SHA256, load_mnist
 from digitrec.errors import DigitrecError
-from digitrec.mnist import SHA256, load_mnist
 
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -78,7 +78,7 @@ def test_missing_folder(tmp_path):
 
 # --- a verified folder is remembered ---------------------------------------------------------------
 
-from digitrec.mnist import is_remembered, memo_path, verify_folder  # noqa: E402
+from digitrec.data.mnist import is_remembered, memo_path, verify_folder  # noqa: E402
 
 
 def test_a_verified_folder_is_remembered_outside_it_and_rechecked_when_a_file_changes(mnist_dir, tmp_path, monkeypatch):

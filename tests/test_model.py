@@ -5,9 +5,9 @@ import pickle
 import pytest
 import torch
 
-from digitrec.checkpoint import export_model, load_checkpoint, load_model
 from digitrec.errors import DigitrecError
-from digitrec.model import DigitClassifier
+from digitrec.nets.checkpoint import export_model, load_checkpoint, load_model
+from digitrec.training.classifier import DigitClassifier
 
 
 def mlp(*hidden_sizes: int) -> dict:

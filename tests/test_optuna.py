@@ -52,7 +52,7 @@ def test_the_search_prunes_by_val_acc_with_a_median_pruner(tmp_path):
     result = run_digitrec("train", "hparams_search=optuna", "--cfg", "job", cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     pruning = yaml.safe_load(result.stdout)["callbacks"]["optuna_pruning"]
-    assert pruning["_target_"] == "digitrec.optuna_search.OptunaPruning" and pruning["monitor"] == "val/acc"
+    assert pruning["_target_"] == "digitrec.sweeps.optuna_search.OptunaPruning" and pruning["monitor"] == "val/acc"
     assert pruning["pruner"]["_target_"] == "optuna.pruners.MedianPruner"
     assert pruning["trial"] == "${hydra:job.num}", "the job finds its trial by its number"
 
@@ -60,7 +60,7 @@ def test_the_search_prunes_by_val_acc_with_a_median_pruner(tmp_path):
 def test_the_search_space_speaks_hydras_sweep_syntax():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from digitrec.optuna_search import search_space
+    from digitrec.sweeps.optuna_search import search_space
 
     params = {
         "model.optimizer.lr": "tag(log, interval(1e-4, 1e-2))",

@@ -16,7 +16,7 @@ from PIL import Image
 from benchmarks import foreign_set
 from conftest import TINY_TRAIN, run_digitrec
 from digitrec.errors import DigitrecError
-from digitrec.predict import ImageError, Predictor, main
+from digitrec.inference.predict import ImageError, Predictor, main
 from predict_fixtures import (  # noqa: F401
     crafted_png,
     lightning_style_checkpoint,
@@ -257,7 +257,7 @@ def test_real_command_one_image(model_ckpt, photo_files):
 
 
 def test_prediction_does_not_import_lightning_hydra_or_torchvision():
-    code = "import sys, digitrec.predict, digitrec.cli; print(sorted({'lightning', 'hydra', 'torchvision', 'torchmetrics'} & set(sys.modules)))"
+    code = "import sys, digitrec.inference.predict, digitrec.command.main; print(sorted({'lightning', 'hydra', 'torchvision', 'torchmetrics'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -392,7 +392,7 @@ def write_record(run, record, mtime):
 
 
 def test_without_ckpt_evaluations_failed_and_unfinished_runs_are_skipped(model_ckpt, tmp_path):
-    from digitrec.predict import choose_checkpoint
+    from digitrec.inference.predict import choose_checkpoint
 
     good = make_run(tmp_path, "2024-01-01_good", model_ckpt, None, mtime=1_000_000)
     runs = tmp_path / "outputs" / "train" / "runs"
@@ -406,7 +406,7 @@ def test_without_ckpt_evaluations_failed_and_unfinished_runs_are_skipped(model_c
 
 
 def test_without_ckpt_a_sweeps_best_job_is_used_not_its_last(model_ckpt, tmp_path):
-    from digitrec.predict import choose_checkpoint
+    from digitrec.inference.predict import choose_checkpoint
 
     make_run(tmp_path, "2024-01-01_single", model_ckpt, None, mtime=1_000_000)
     sweep = tmp_path / "outputs" / "train" / "optuna" / "search"

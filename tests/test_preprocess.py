@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 from scipy import ndimage
 
 from digitrec.errors import DigitrecError
-from digitrec.preprocess import BOX, CENTRE, FIELD, WORK_SIDE, open_image, preprocess
+from digitrec.inference.preprocess import BOX, CENTRE, FIELD, WORK_SIDE, open_image, preprocess
 from predict_fixtures import crafted_png, ink_correlation, mnist_digit_png, model_ckpt, predictor  # noqa: F401
 
 
@@ -142,7 +142,7 @@ def test_huge_jpeg_is_decoded_in_bounded_memory(tmp_path):
     del big
     # VmHWM is this process's own peak (getrusage would report the forking parent's too).
     code = (
-        "import re; from pathlib import Path; from digitrec.preprocess import preprocess; "
+        "import re; from pathlib import Path; from digitrec.inference.preprocess import preprocess; "
         f"preprocess({str(path)!r}); "
         "print(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1))"
     )

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from digitrec import record
-from digitrec.checkpoint import export_model
-from digitrec.model import DigitClassifier
-from digitrec.predict import best_sweep_job, choose_checkpoint
-from digitrec.sweep import read_jobs, write_summary
+from digitrec.inference.predict import best_sweep_job, choose_checkpoint
+from digitrec.nets.checkpoint import export_model
+from digitrec.sweeps.sweep import read_jobs, write_summary
+from digitrec.tracking import record
+from digitrec.training.classifier import DigitClassifier
 
 # --- the writer --------------------------------------------------------------------------------
 
@@ -134,7 +134,7 @@ def test_a_loss_objective_puts_the_lowest_first_in_the_summary_and_in_predict(tm
 
 def test_the_optuna_study_takes_the_objectives_direction():
     from digitrec.errors import DigitrecError
-    from digitrec.optuna_search import OptunaSearch
+    from digitrec.sweeps.optuna_search import OptunaSearch
 
     search = OptunaSearch(study_name="s", storage="sqlite:///unused.db", sampler=None, n_trials=1)
     for objective, direction in ((record.VAL_ACC_BEST, "maximize"), (record.TEST_LOSS, "minimize"), (None, "maximize")):

@@ -312,8 +312,8 @@ def test_the_page_is_one_self_contained_file(server):
 
 
 def test_images_that_arrive_together_share_one_forward_pass(predictor, digits):
-    from digitrec.preprocess import preprocess
-    from digitrec.serve import MicroBatcher
+    from digitrec.inference.preprocess import preprocess
+    from digitrec.inference.serve import MicroBatcher
 
     pngs, _, labels = digits
     images = [preprocess(path) for path in pngs]
@@ -338,7 +338,7 @@ def test_images_that_arrive_together_share_one_forward_pass(predictor, digits):
 
 
 def test_model_reports_the_test_accuracy_of_a_runs_tested_checkpoint(model_ckpt, tmp_path):
-    from digitrec.serve import tested_accuracy
+    from digitrec.inference.serve import tested_accuracy
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -395,7 +395,7 @@ def test_a_taken_port_and_a_missing_ckpt_are_one_line_errors(server, tmp_path):
 
 
 def test_serving_does_not_import_lightning_hydra_or_torchvision():
-    code = "import sys, digitrec.serve, digitrec.cli; print(sorted({'lightning', 'hydra', 'torchvision', 'torchmetrics'} & set(sys.modules)))"
+    code = "import sys, digitrec.inference.serve, digitrec.command.main; print(sorted({'lightning', 'hydra', 'torchvision', 'torchmetrics'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_TRAIN, check_command, run_digitrec
-from digitrec.checkpoint import EXPORT_FORMAT, export_model, load_model
 from digitrec.errors import DigitrecError
+from digitrec.nets.checkpoint import EXPORT_FORMAT, export_model, load_model
 
 TESTS_ON_PATH = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
 SMALL_CNN = {"_target_": "digitrec.nets.CNN", "channels": [4, 8], "hidden_size": 16, "dropout": 0.0}
@@ -83,7 +83,7 @@ def test_the_checkpoint_records_each_choice(swapped_run):
     assert lightning["hyper_parameters"] == hp
     assert [group["lr"] for group in lightning["optimizer_states"][0]["param_groups"]] != [0.001], "the schedule moved the rate"
     augment = load_yaml(run_dir / ".hydra" / "config.yaml")["data"]["augment"]
-    assert augment["_target_"] == "digitrec.augment.RandomWarp" and augment["elastic_alpha"] == 34.0
+    assert augment["_target_"] == "digitrec.data.augment.RandomWarp" and augment["elastic_alpha"] == 34.0
 
 
 def load_yaml(path: Path) -> dict:
@@ -139,7 +139,7 @@ def test_sgd_warmup_affine_and_early_stopping_train_too(tmp_path):
     run_dir = only_run(tmp_path)
     hp = torch.load(run_dir / "model.ckpt", weights_only=True)["hyper_parameters"]
     assert hp["optimizer"]["_target_"] == "torch.optim.SGD" and hp["optimizer"]["momentum"] == 0.9 and hp["optimizer"]["nesterov"] is True
-    assert hp["scheduler"]["_target_"] == "digitrec.model.cosine_warmup" and hp["label_smoothing"] == 0.1
+    assert hp["scheduler"]["_target_"] == "digitrec.training.classifier.cosine_warmup" and hp["label_smoothing"] == 0.1
     assert hp["net"]["norm"] == "batch" and hp["net"]["hidden_sizes"] == [64]
     config = load_yaml(run_dir / ".hydra" / "config.yaml")
     assert config["callbacks"]["early_stopping"]["_target_"] == "lightning.pytorch.callbacks.EarlyStopping"
@@ -170,7 +170,7 @@ def test_a_users_network_trains_and_is_recorded_by_name(user_run):
 
 
 def test_a_users_network_loads_only_when_named(user_run, mnist, tmp_path, capsys):
-    from digitrec import export, predict
+    from digitrec.inference import export, predict
 
     _, run_dir = user_run
     ckpt = str(run_dir / "model.ckpt")
@@ -206,7 +206,7 @@ def test_eval_of_a_users_network_needs_net_class(user_run):
 
 
 def test_serve_rebuilds_a_users_network_only_when_named(user_run):
-    from digitrec.serve import DigitService
+    from digitrec.inference.serve import DigitService
 
     _, run_dir = user_run
     with pytest.raises(DigitrecError, match="cannot make digitrec import code"):
@@ -268,8 +268,8 @@ def test_a_named_class_is_refused_by_predict_eval_and_export_and_never_imported(
 
 
 def test_in_process_loading_never_imports_a_named_class(sneaky_module, tmp_path, monkeypatch):
-    from digitrec.predict import Predictor
-    from digitrec.serve import DigitService
+    from digitrec.inference.predict import Predictor
+    from digitrec.inference.serve import DigitService
 
     folder, marker = sneaky_module
     monkeypatch.syspath_prepend(str(folder))
@@ -284,9 +284,9 @@ def test_in_process_loading_never_imports_a_named_class(sneaky_module, tmp_path,
 
 def test_optimizer_and_schedule_records_of_a_file_are_never_imported_when_loading(sneaky_module, tmp_path, monkeypatch):
     """Only training builds the optimiser and schedule, from the config: a file's own records are data."""
-    from digitrec import export
-    from digitrec.model import DigitClassifier
-    from digitrec.predict import Predictor
+    from digitrec.inference import export
+    from digitrec.inference.predict import Predictor
+    from digitrec.training.classifier import DigitClassifier
 
     folder, marker = sneaky_module
     monkeypatch.syspath_prepend(str(folder))
@@ -332,7 +332,7 @@ BAD_SURFACE = [
     ("data/augment=affine data.augment.degrees=200", "config error at data.augment.degrees: got 200"),
     ("data/augment=affine data.augment.p=2", "config error at data.augment.p: got 2, expected a probability from 0 to 1"),
     ("data/augment=elastic data.augment.elastic_sigma=0", "config error at data.augment.elastic_sigma: got 0"),
-    ("data/augment=affine +data.augment.angle=5", "config error at data.augment.angle: digitrec.augment.RandomWarp takes no argument angle"),
+    ("data/augment=affine +data.augment.angle=5", "config error at data.augment.angle: digitrec.data.augment.RandomWarp takes no argument angle"),
     ("model.label_smoothing=1.5", "config error at model.label_smoothing: got 1.5, expected a number from 0 (none) to below 1"),
     ("model/net=custom", "config error at model.net._target_: missing: name the class, e.g. model.net._target_=my_package.MyNet"),
     ("model.net=null", "config error at model.net: got None, expected a network config with a _target_, e.g. model/net=cnn"),
@@ -396,7 +396,7 @@ def test_the_real_command_refuses_them_with_exit_2(override, expected, tmp_path)
 
 
 def warp(**settings):
-    from digitrec.augment import RandomWarp
+    from digitrec.data.augment import RandomWarp
 
     return RandomWarp(**settings)
 
@@ -439,7 +439,7 @@ def test_a_warp_is_seeded_by_its_generator(mnist):
 
 def training_batches(seed: int, augment, count: int = 2, training: bool = True):
     """The first `count` batches as a training step sees them (after on_after_batch_transfer)."""
-    from digitrec.data import MNISTDataModule
+    from digitrec.data.datamodule import MNISTDataModule
 
     datamodule = MNISTDataModule(data_dir=os.environ.get("DIGITREC_MNIST_DIR") or None, download=False, seed=seed, augment=augment)
     datamodule.setup()
@@ -519,8 +519,8 @@ def by_hand(weights: dict, images: torch.Tensor) -> torch.Tensor:
 
 
 def test_a_v1_checkpoint_loads_everywhere_with_the_same_logits(v1_checkpoint, mnist, tmp_path):
-    from digitrec import export
-    from digitrec.predict import Predictor
+    from digitrec.inference import export
+    from digitrec.inference.predict import Predictor
 
     path, weights = v1_checkpoint
     images = mnist.test_images[:20].float() / 255
@@ -544,7 +544,7 @@ def test_a_v1_checkpoint_loads_everywhere_with_the_same_logits(v1_checkpoint, mn
 
 
 def test_v1_hyper_parameters_become_records():
-    from digitrec.checkpoint import upgrade_hyper_parameters
+    from digitrec.nets.checkpoint import upgrade_hyper_parameters
 
     old = {"input_size": 784, "hidden_sizes": [64], "num_classes": 10, "lr": 0.05, "mean": 0.1, "std": 0.3}
     upgraded = upgrade_hyper_parameters({**old, "optimizer": "sgd", "weight_decay": 5e-4, "momentum": 0.9, "lr_schedule": "cosine"})
@@ -565,9 +565,9 @@ def test_v1_hyper_parameters_become_records():
 def test_a_v1_run_can_be_resumed_with_the_same_network(v1_checkpoint):
     from omegaconf import OmegaConf
 
-    from digitrec.checkpoint import load_checkpoint
-    from digitrec.cli import compose
-    from digitrec.train import check_same_network
+    from digitrec.command.main import compose
+    from digitrec.nets.checkpoint import load_checkpoint
+    from digitrec.training.train import check_same_network
 
     path, _ = v1_checkpoint
     saved = load_checkpoint(path)["hyper_parameters"]
@@ -586,7 +586,7 @@ def test_resuming_from_an_exported_model_says_what_to_use(v1_checkpoint, tmp_pat
 
 
 def test_serve_describes_a_v1_checkpoint(v1_checkpoint):
-    from digitrec.serve import DigitService
+    from digitrec.inference.serve import DigitService
 
     path, _ = v1_checkpoint
     assert DigitService.from_checkpoint(path).model_info["architecture"] == "MLP 784-32-10 (relu)"
@@ -606,11 +606,11 @@ def test_every_loader_gets_todays_form_from_a_v1_file(v1_checkpoint, mnist, tmp_
     import lightning as L
     import onnx
 
-    from digitrec import export
-    from digitrec.checkpoint import load_checkpoint
-    from digitrec.model import DigitClassifier
-    from digitrec.run_checkpoints import AtomicCheckpointIO
-    from digitrec.serve import DigitService
+    from digitrec.inference import export
+    from digitrec.inference.serve import DigitService
+    from digitrec.nets.checkpoint import load_checkpoint
+    from digitrec.training.checkpoints import AtomicCheckpointIO
+    from digitrec.training.classifier import DigitClassifier
 
     path, weights = v1_checkpoint
     for loaded in (load_checkpoint(path), AtomicCheckpointIO().load_checkpoint(path)):
@@ -658,9 +658,9 @@ def assert_onnx_agrees(onnx_file: Path, images: np.ndarray, expected: np.ndarray
 
 @pytest.mark.parametrize("norm", ["batch", "layer", "none"])
 def test_predict_and_export_rebuild_a_cnn_from_the_file_alone(norm, mnist, tmp_path):
-    from digitrec import export
-    from digitrec.model import DigitClassifier
-    from digitrec.predict import Predictor
+    from digitrec.inference import export
+    from digitrec.inference.predict import Predictor
+    from digitrec.training.classifier import DigitClassifier
 
     torch.manual_seed(0)
     model = DigitClassifier(net={**SMALL_CNN, "norm": norm, "kernel_size": 5, "convs_per_block": 1})
@@ -678,13 +678,13 @@ def test_predict_and_export_rebuild_a_cnn_from_the_file_alone(norm, mnist, tmp_p
 
 
 def test_prediction_of_every_kind_of_file_imports_no_lightning_hydra_or_torchvision(v1_checkpoint, tmp_path):
-    from digitrec.model import DigitClassifier
+    from digitrec.training.classifier import DigitClassifier
 
     cnn = export_model(DigitClassifier(net=SMALL_CNN), tmp_path / "cnn.ckpt")
     v1, _ = v1_checkpoint
     code = (
         "import sys, torch\n"
-        "from digitrec.predict import Predictor\n"
+        "from digitrec.inference.predict import Predictor\n"
         f"for path in ({str(cnn)!r}, {str(v1)!r}):\n"
         "    assert Predictor.from_checkpoint(path).probabilities(torch.zeros(2, 28, 28).numpy()).shape == (2, 10)\n"
         "print(sorted({'lightning', 'hydra', 'torchvision', 'torchmetrics', 'omegaconf'} & set(sys.modules)))\n"
@@ -700,14 +700,14 @@ def test_prediction_of_every_kind_of_file_imports_no_lightning_hydra_or_torchvis
 def test_hparam_columns_name_each_record_and_its_arguments():
     from omegaconf import OmegaConf
 
-    from digitrec.tensorboard import hparam_columns
+    from digitrec.tracking.tensorboard import hparam_columns
 
     hparams = OmegaConf.create(
         {
             "model.net": {**SMALL_CNN, "num_classes": 10, "mean": 0.1307, "std": 0.3081},
             "model.optimizer": {"_target_": "torch.optim.RMSprop", "_partial_": True, "lr": 0.001},
             "model.scheduler": None,
-            "data.augment": {"_target_": "digitrec.augment.RandomWarp", "degrees": 10.0, "elastic_alpha": 34.0},
+            "data.augment": {"_target_": "digitrec.data.augment.RandomWarp", "degrees": 10.0, "elastic_alpha": 34.0},
             "data.batch_size": 100,
         }
     )
@@ -726,14 +726,14 @@ def test_hparam_columns_name_each_record_and_its_arguments():
         "data.batch_size": "100",
     }
     affine = hparam_columns(
-        {"data.augment": {"_target_": "digitrec.augment.RandomWarp", "elastic_alpha": 0.0}, "model.net": {"_target_": "user_nets.TinyNet"}}
+        {"data.augment": {"_target_": "digitrec.data.augment.RandomWarp", "elastic_alpha": 0.0}, "model.net": {"_target_": "user_nets.TinyNet"}}
     )
     assert affine == {"data.augment": "affine", "data.augment.elastic_alpha": 0.0, "model.net": "TinyNet"}
     assert all(isinstance(v, (int, float, str, bool)) for v in columns.values())
 
 
 def test_run_and_job_names_stay_readable_with_groups_and_targets():
-    from digitrec.config import overrides_suffix
+    from digitrec.config.checks import overrides_suffix
 
     name = overrides_suffix("model.optimizer._target_=torch.optim.RMSprop,model/net=cnn")
     assert name == "_model.optimizer._target_=torch.optim.RMSprop,model-net=cnn" and "/" not in name

@@ -21,8 +21,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, TINY_TRAIN, run_digitrec
-from digitrec.figures import confusion_matrix_figure, misclassified_grid
-from digitrec.tensorboard import hparam_value
+from digitrec.tracking.figures import confusion_matrix_figure, misclassified_grid
+from digitrec.tracking.tensorboard import hparam_value
 
 STEPS = [*TINY_TRAIN, "trainer.log_every_n_steps=5"]
 SCALARS = {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best", "train/lr", "test/acc", "test/loss"}

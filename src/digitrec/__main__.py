@@ -1,4 +1,4 @@
-from digitrec.cli import main
+from digitrec.command.main import main
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,5 @@
 """Hydra finds sweepers only in the `hydra_plugins` namespace: this is digitrec's Optuna sweeper
-(resumable studies in SQLite, pruning; the work is done in digitrec.optuna_search)."""
+(resumable studies in SQLite, pruning; the work is done in digitrec.sweeps.optuna_search)."""
 
 import sys
 
@@ -15,7 +15,7 @@ class ResumableOptunaSweeper(Sweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
         # Imported here, not at the top: Hydra imports every plugin module at start-up, and optuna
         # and Lightning take a while to import.
-        from digitrec.optuna_search import OptunaSearch
+        from digitrec.sweeps.optuna_search import OptunaSearch
 
         self.search = OptunaSearch(**self.settings)
         self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)

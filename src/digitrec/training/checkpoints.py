@@ -17,12 +17,12 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from digitrec.checkpoint import atomic_save, is_model_checkpoint, is_url, read_torch_file, upgrade
+from digitrec.nets.checkpoint import atomic_save, is_model_checkpoint, is_url, read_torch_file, upgrade
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch.save checkpoints, written atomically in their own directory, and read by
-    digitrec.checkpoint.load_checkpoint.
+    digitrec.nets.checkpoint.load_checkpoint.
 
     Lightning's own save stages the file elsewhere and may fall back to writing over the old file.
     """

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
-from digitrec.mnist import download_mnist, load_mnist
+from digitrec.data.mnist import download_mnist, load_mnist
 
 
 class TensorSplit(Dataset):

@@ -20,10 +20,10 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 
-from digitrec import record
+from digitrec.config.job import run_overrides
 from digitrec.errors import EXIT_FAILED_RUN, EXIT_USER_ERROR, DigitrecError
-from digitrec.runs import run_overrides
-from digitrec.viewers import viewer_commands
+from digitrec.tracking import record
+from digitrec.tracking.viewers import viewer_commands
 
 log = logging.getLogger(__name__)
 

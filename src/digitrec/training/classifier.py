@@ -18,7 +18,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from digitrec.errors import DigitrecError
-from digitrec.nets import MNIST_MEAN, MNIST_STD, build_net, with_defaults
+from digitrec.nets.networks import MNIST_MEAN, MNIST_STD, build_net, with_defaults
 from digitrec.targets import locate
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "DigitClassifier"]

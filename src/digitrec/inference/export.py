@@ -1,6 +1,6 @@
 """`digitrec export`: a trained model as one ONNX file or as the plain state_dict `model.ckpt`.
 
-The ONNX model takes what `digitrec.preprocess.preprocess` makes: float32 images of shape
+The ONNX model takes what `digitrec.inference.preprocess.preprocess` makes: float32 images of shape
 (batch, 28, 28) in [0, 1], white digit on black; the normalisation is inside the model.
 """
 
@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from digitrec.checkpoint import export_model, load_checkpoint, model_from_checkpoint
 from digitrec.errors import EXIT_USER_ERROR, DigitrecError
-from digitrec.nets import describe_net, net_from_checkpoint
-from digitrec.predict import add_net_class_option
+from digitrec.inference.predict import add_net_class_option
+from digitrec.nets.checkpoint import export_model, load_checkpoint, model_from_checkpoint
+from digitrec.nets.networks import describe_net, net_from_checkpoint
 
 ONNX_FORMAT = "digitrec.onnx/1"
 ONNX_OPSET = 17  # read by every onnxruntime of the last few years
-ONNX_INPUT = "images: float32 (batch, 28, 28) in [0, 1], white digit on black (see digitrec.preprocess)"
+ONNX_INPUT = "images: float32 (batch, 28, 28) in [0, 1], white digit on black (see digitrec.inference.preprocess)"
 
 
 class WithProbabilities(nn.Module):
@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
             print(f"wrote {args.out} (ONNX, opset {ONNX_OPSET}; input {ONNX_INPUT}; outputs logits, probabilities)")
         else:
             export_model(model_from_checkpoint(checkpoint, args.ckpt, args.net_class), args.out)
-            print(f"wrote {args.out} (state_dict and hyper-parameters; load with digitrec.predict.Predictor.from_checkpoint)")
+            print(f"wrote {args.out} (state_dict and hyper-parameters; load with digitrec.inference.predict.Predictor.from_checkpoint)")
     except DigitrecError as err:
         print(f"digitrec: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -32,9 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from digitrec import record
 from digitrec.errors import DigitrecError
-from digitrec.sweep import JobPruned, read_jobs
+from digitrec.sweeps.sweep import JobPruned, read_jobs
+from digitrec.tracking import record
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class OptunaSearch:
         return sampler
 
     def study_direction(self) -> str:
-        """The objective's own direction (digitrec.record.higher_is_better); a `direction` set by hand must agree."""
+        """The objective's own direction (digitrec.tracking.record.higher_is_better); a `direction` set by hand must agree."""
         objective = record.config_objective(self.config)
         direction = "maximize" if record.higher_is_better(objective) else "minimize"
         if self.direction not in (None, direction):

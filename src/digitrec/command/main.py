@@ -65,7 +65,7 @@ def compose(config_name: str, overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from digitrec.run_checks import one_line
+    from digitrec.command.checks import one_line
 
     try:
         with initialize_config_module("digitrec.configs", version_base="1.3"):
@@ -110,8 +110,8 @@ def run_log(path: Path):
 
 def record_failure(run_dir: Path, status: str, reason: str, **extra) -> None:
     """The record of a run that did not finish, as sweep jobs write it (so nothing mistakes it for a result)."""
-    from digitrec import record
-    from digitrec.runs import run_overrides
+    from digitrec.config.job import run_overrides
+    from digitrec.tracking import record
 
     with contextlib.suppress(OSError):
         record.write_outcome(run_dir, status, reason, run_overrides(), extra)
@@ -127,7 +127,7 @@ def resume_hint(cfg, run_dir: Path, config_name: str) -> tuple[str, str | None]:
         return "run the same command again", None
     if not last.is_file():
         return "no checkpoint was saved yet (interrupted in the first epoch): run the same command again", None
-    from digitrec.runs import run_overrides
+    from digitrec.config.job import run_overrides
 
     kept = [o for o in run_overrides() if not o.startswith("ckpt_path=")]
     return " ".join(["resume with: digitrec train", *kept, f"ckpt_path={last}"]), str(last)
@@ -150,7 +150,7 @@ def hydra_errors_raised():
 
 def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
     """Run `task` under Hydra: its flags, one composition of the config, run directories, multirun,
-    sweepers. digitrec.run_checks (a Hydra callback) judges the config before any directory exists."""
+    sweepers. digitrec.command.checks (a Hydra callback) judges the config before any directory exists."""
     if set(args) & COMPLETION_FLAGS:
         raise DigitrecError(
             "shell completion is not available for digitrec (Hydra completes only programs of its own); digitrec train --help lists the config groups"
@@ -161,10 +161,10 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from digitrec import record
-    from digitrec.run_checks import check_job, one_line
-    from digitrec.runs import in_multirun
-    from digitrec.sweep import run_sweep_job
+    from digitrec.command.checks import check_job, one_line
+    from digitrec.config.job import in_multirun
+    from digitrec.sweeps.sweep import run_sweep_job
+    from digitrec.tracking import record
     from hydra_plugins.digitrec_optuna_sweeper import ResumableOptunaSweeper
 
     # Hydra finds plugins by listing the hydra_plugins folders, which an editable install hides
@@ -197,7 +197,7 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
                 print(f"digitrec: interrupted; {hint}", file=sys.stderr, flush=True)
                 raise SystemExit(EXIT_INTERRUPTED) from None
             except Exception as err:  # noqa: BLE001  (a bug: its traceback stays visible, and the run says it failed)
-                from digitrec.sweep import reason_of
+                from digitrec.sweeps.sweep import reason_of
 
                 traceback.print_exc()
                 with contextlib.suppress(OSError):
@@ -227,7 +227,7 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
 
 def train_command(args: list[str]) -> int:
     def train(cfg):  # imported only after the pre-check: Lightning and torch take seconds to import
-        from digitrec.train import train
+        from digitrec.training.train import train
 
         return train(cfg)
 
@@ -237,7 +237,7 @@ def train_command(args: list[str]) -> int:
 
 def eval_command(args: list[str]) -> int:
     def evaluate(cfg):
-        from digitrec.evaluate import evaluate
+        from digitrec.training.evaluate import evaluate
 
         return evaluate(cfg)
 
@@ -262,7 +262,7 @@ def data_command(args: list[str]) -> int:
     if set(args) & {"-h", "--help"}:
         print(DATA_USAGE, end="")
         return 0
-    from digitrec.mnist import prepare_mnist
+    from digitrec.data.mnist import prepare_mnist
 
     data = compose("train", quote_paths(args)).data
     folder = prepare_mnist(data.data_dir, data.download, data.download_dir)
@@ -271,25 +271,25 @@ def data_command(args: list[str]) -> int:
 
 
 def sweep_report_command(args: list[str]) -> int:
-    from digitrec.sweep import report_main
+    from digitrec.sweeps.sweep import report_main
 
     return report_main(args)
 
 
 def predict_command(args: list[str]) -> int:
-    from digitrec.predict import main as predict_main
+    from digitrec.inference.predict import main as predict_main
 
     return predict_main(args)
 
 
 def export_command(args: list[str]) -> int:
-    from digitrec.export import main as export_main
+    from digitrec.inference.export import main as export_main
 
     return export_main(args)
 
 
 def serve_command(args: list[str]) -> int:
-    from digitrec.serve import main as serve_main
+    from digitrec.inference.serve import main as serve_main
 
     return serve_main(args)
 

@@ -1,11 +1,11 @@
 """The config's checks: every user mistake becomes one line before a run starts.
 
 Hydra composes `configs/` once; `check_config` then judges the composed config once, before the
-run's directory exists (see digitrec.cli). Component records (`_target_` + arguments) are checked
+run's directory exists (see digitrec.command.main). Component records (`_target_` + arguments) are checked
 against the class they name with `inspect.signature`; the value rules below are digitrec's own
 (what its networks, data and runs need), never a copy of what a library checks itself. This
 module imports torch (through the classes it asks) but never Lightning: Lightning judges its
-Trainer, callbacks and loggers itself (digitrec.train.check_lightning_components).
+Trainer, callbacks and loggers itself (digitrec.training.train.check_lightning_components).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from digitrec.errors import DigitrecError, first_line
-from digitrec.nets import ACTIVATIONS, NORMS
-from digitrec.record import OBJECTIVES
+from digitrec.nets.networks import ACTIVATIONS, NORMS
 from digitrec.targets import signature
+from digitrec.tracking.record import OBJECTIVES
 
 # A short random id per run, cached so every read of the run directory gives the same value;
 # with the timestamp it keeps two runs that start in the same second apart.
@@ -84,7 +84,7 @@ def parameter_count(net: DictConfig) -> int | None:
     None for a class that cannot be built there."""
     import torch
 
-    from digitrec.nets import build_net
+    from digitrec.nets.networks import build_net
 
     record = OmegaConf.to_container(net, resolve=True)
     try:
@@ -109,7 +109,7 @@ def check_fits_in_memory(net: DictConfig) -> None:
 
 
 # Trainer values that Lightning's Trainer accepts when it is built (Lightning judges everything
-# else itself, see digitrec.train.check_lightning_components) but that fail, or quietly do nothing,
+# else itself, see digitrec.training.train.check_lightning_components) but that fail, or quietly do nothing,
 # once a run is under way.
 TRAINER_RANGES: dict[str, tuple[Any, str]] = {
     "max_epochs": (lambda v: is_int(v) and v >= 1, "an integer >= 1, e.g. trainer.max_epochs=5"),

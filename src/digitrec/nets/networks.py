@@ -198,7 +198,7 @@ def build_net(spec: Mapping[str, Any], trusted: Sequence[str] = ()) -> nn.Module
 
 
 def net_from_checkpoint(checkpoint: Mapping[str, Any], source: Any = "checkpoint", trusted: Sequence[str] = ()) -> nn.Module:
-    """The trained network of a checkpoint from digitrec.checkpoint.load_checkpoint (Lightning's or an
+    """The trained network of a checkpoint from digitrec.nets.checkpoint.load_checkpoint (Lightning's or an
     exported model.ckpt, in today's form), in eval mode."""
     try:
         spec = with_defaults(checkpoint["hyper_parameters"]["net"])

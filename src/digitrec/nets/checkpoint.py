@@ -28,7 +28,7 @@ import torch
 from digitrec.errors import DigitrecError, RunFailed, first_line
 
 if TYPE_CHECKING:
-    from digitrec.model import DigitClassifier
+    from digitrec.training.classifier import DigitClassifier
 
 # /2: hyper_parameters hold net/optimizer/scheduler records with a _target_; /1 (the tutorial's MLP
 # as flat keys) still loads, upgraded by `upgrade`.
@@ -178,8 +178,8 @@ def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "chec
     """Rebuild the trained model from a loaded checkpoint alone (any format since digitrec.model/1).
     `trusted`: network classes besides digitrec's own that the file may name."""
     # Imported here: `load_checkpoint` serves `digitrec predict`, which must not pay for Lightning.
-    from digitrec.model import DigitClassifier
-    from digitrec.nets import check_net_allowed
+    from digitrec.nets.networks import check_net_allowed
+    from digitrec.training.classifier import DigitClassifier
 
     hyper_parameters = checkpoint["hyper_parameters"]
     try:

@@ -18,8 +18,8 @@ from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardL
 from omegaconf import OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-from digitrec.figures import confusion_matrix_figure, misclassified_grid
-from digitrec.nets import as_unit_float
+from digitrec.nets.networks import as_unit_float
+from digitrec.tracking.figures import confusion_matrix_figure, misclassified_grid
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):

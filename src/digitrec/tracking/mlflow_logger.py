@@ -3,7 +3,7 @@
 Lightning's MLFlowLogger does the logging (every metric, as Lightning logs it); this adds what a
 run needs to be found and compared later: the run's whole config, flattened, as params; the run
 directory's name as the run name (what differs, then the time); one experiment per sweep or Optuna
-study; the test figures come as artifacts from digitrec.tensorboard.TestFigures. Imported only with
+study; the test figures come as artifacts from digitrec.tracking.tensorboard.TestFigures. Imported only with
 logger=mlflow, and MLflow itself only when the logger starts.
 """
 
@@ -30,7 +30,7 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"model": {"optimizer": {"lr": 0.001}}} -> {"model.optimizer.lr": 0.001}: the keys as they are
     written as overrides. A record inside a section (model.net, model.optimizer, data.augment) also
     gets its class's readable name, as in TensorBoard's HParams tab: model.optimizer=RMSprop."""
-    from digitrec.tensorboard import record_name
+    from digitrec.tracking.tensorboard import record_name
 
     flat: dict[str, Any] = {}
     for key, value in config.items():

@@ -3,8 +3,8 @@
     digitrec serve [--ckpt PATH] [--host 127.0.0.1] [--port 8000]
 
 GET / is the draw-a-digit page, POST /predict reads images, GET /health and GET /model describe the
-server, GET /docs is the OpenAPI page. Every image goes through `digitrec.preprocess.preprocess` and
-`digitrec.predict.Predictor`, the code of `digitrec predict`: page, API and CLI give the same answer.
+server, GET /docs is the OpenAPI page. Every image goes through `digitrec.inference.preprocess.preprocess` and
+`digitrec.inference.predict.Predictor`, the code of `digitrec predict`: page, API and CLI give the same answer.
 
 Like `digitrec predict`, this never imports Lightning, Hydra or torchvision: start-up stays lean.
 """
@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from digitrec import record
 from digitrec.errors import EXIT_USER_ERROR, DigitrecError, first_line
+from digitrec.tracking import record
 
 try:
     import python_multipart  # noqa: F401  (Starlette reads multipart bodies with it)
@@ -51,10 +51,10 @@ try:
 except ImportError as err:  # the server is an extra: `digitrec predict` and training do without it
     raise DigitrecError(f"digitrec serve needs {err.name}: pip install 'digitrec[serve]' (make install includes it)") from None
 
-from digitrec.checkpoint import load_checkpoint
-from digitrec.nets import describe_net, net_from_checkpoint
-from digitrec.predict import RUNS_ROOT, Prediction, Predictor, add_net_class_option, newest_run_checkpoint
-from digitrec.preprocess import preprocess
+from digitrec.inference.predict import RUNS_ROOT, Prediction, Predictor, add_net_class_option, newest_run_checkpoint
+from digitrec.inference.preprocess import preprocess
+from digitrec.nets.checkpoint import load_checkpoint
+from digitrec.nets.networks import describe_net, net_from_checkpoint
 
 # Limits, checked before anything is decoded: the body's size as it arrives, each image's size in
 # bytes, the number of images; each image's pixel count is checked from its header by `preprocess`.
@@ -345,7 +345,7 @@ REQUEST_BODY = {
 
 
 def create_app(service: DigitService) -> FastAPI:
-    page = resources.files("digitrec").joinpath("static", PAGE).read_text(encoding="utf-8")
+    page = resources.files("digitrec.inference").joinpath("static", PAGE).read_text(encoding="utf-8")
 
     @asynccontextmanager
     async def lifespan(_app):

@@ -3,7 +3,7 @@
 Hydra composes the config once and hands it to its callbacks before it makes a run's or a
 sweep's directory (`on_run_start`, `on_multirun_start`): that is where a command's mistakes
 become one line, with nothing created. A sweep's jobs are checked one by one as they start
-(digitrec.sweep.run_sweep_job), so one job's bad value fails that job, not the sweep.
+(digitrec.sweeps.sweep.run_sweep_job), so one job's bad value fails that job, not the sweep.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from digitrec.config import check_added_keys, check_config, check_writable, overrides_suffix
+from digitrec.config.checks import check_added_keys, check_config, check_writable, overrides_suffix
 from digitrec.errors import EXIT_FAILED_RUN, DigitrecError
 
 # Keys that change neither a job's result nor what a search finds: left out of a study's name.
@@ -81,10 +81,10 @@ def added_keys(parsed: list) -> list[str]:
 
 def check_job(cfg: DictConfig, config_name: str) -> None:
     """Everything a job's config must pass before it trains or tests: digitrec's rules and the
-    records' arguments (digitrec.config, no Lightning), then what Lightning judges itself."""
+    records' arguments (digitrec.config.checks, no Lightning), then what Lightning judges itself."""
     check_config(cfg)
     check_data_present(cfg)
-    from digitrec.train import check_lightning_components  # Lightning takes seconds to import: only now
+    from digitrec.training.train import check_lightning_components  # Lightning takes seconds to import: only now
 
     check_lightning_components(cfg)
     if config_name == "eval":
@@ -93,7 +93,7 @@ def check_job(cfg: DictConfig, config_name: str) -> None:
 
 def check_data_present(cfg: DictConfig) -> None:
     """Missing MNIST files are one line now, not after the run directory and Lightning are set up."""
-    from digitrec.mnist import HOW_TO_PROVIDE, SHA256, find_file, mnist_folder
+    from digitrec.data.mnist import HOW_TO_PROVIDE, SHA256, find_file, mnist_folder
 
     data = cfg.get("data")
     if data is None:
@@ -108,9 +108,9 @@ def check_data_present(cfg: DictConfig) -> None:
 
 
 def check_eval_checkpoint(cfg: DictConfig) -> None:
-    from digitrec.checkpoint import load_checkpoint
-    from digitrec.config import trusted_classes
-    from digitrec.nets import check_net_allowed
+    from digitrec.config.checks import trusted_classes
+    from digitrec.nets.checkpoint import load_checkpoint
+    from digitrec.nets.networks import check_net_allowed
 
     hyper_parameters = load_checkpoint(cfg.ckpt_path)["hyper_parameters"]
     try:
@@ -126,7 +126,7 @@ def resume_in_place(config: DictConfig, ckpt_path: str) -> None:
     when the checkpoint folder is the same), and the run's metrics.json and curves stay in one
     place. The resumed command's config goes to .hydra/resumed_<time>/, next to the original.
     """
-    from digitrec.checkpoint import run_dir_of
+    from digitrec.nets.checkpoint import run_dir_of
 
     run_dir = run_dir_of(ckpt_path)
     if run_dir is None or any(str(o).startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra):

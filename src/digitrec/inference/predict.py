@@ -1,6 +1,6 @@
 """`digitrec predict`: the digit in image files, and the Python API behind it.
 
-    from digitrec.predict import Predictor
+    from digitrec.inference.predict import Predictor
     predictor = Predictor.from_checkpoint("outputs/train/runs/<run>/model.ckpt")
     predictor.predict(["photo.jpg", pil_image, array])   # one Prediction per image
 
@@ -23,11 +23,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from digitrec import record
-from digitrec.checkpoint import load_checkpoint
 from digitrec.errors import EXIT_FAILED_RUN, EXIT_USER_ERROR, DigitrecError, first_line
-from digitrec.nets import net_from_checkpoint
-from digitrec.preprocess import ImageLike, preprocess
+from digitrec.inference.preprocess import ImageLike, preprocess
+from digitrec.nets.checkpoint import load_checkpoint
+from digitrec.nets.networks import net_from_checkpoint
+from digitrec.tracking import record
 
 RUNS_ROOT = Path("outputs")
 

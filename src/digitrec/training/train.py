@@ -21,17 +21,17 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
-from digitrec import record
-from digitrec.checkpoint import export_model, load_checkpoint, resume_checkpoint
-from digitrec.config import check_record
-from digitrec.console import progress_callbacks, quiet_lightning
+from digitrec.config.checks import check_record
+from digitrec.config.job import in_multirun, run_overrides
 from digitrec.errors import DigitrecError, RunFailed
-from digitrec.nets import with_defaults
-from digitrec.run_checkpoints import AtomicCheckpointIO, best_checkpoint
-from digitrec.runs import in_multirun, run_overrides
-from digitrec.runtime import skip_futile_nvml_probe
+from digitrec.nets.checkpoint import export_model, load_checkpoint, resume_checkpoint
+from digitrec.nets.networks import with_defaults
 from digitrec.targets import locate
-from digitrec.viewers import viewer_commands
+from digitrec.tracking import record
+from digitrec.tracking.viewers import viewer_commands
+from digitrec.training.checkpoints import AtomicCheckpointIO, best_checkpoint
+from digitrec.training.console import progress_callbacks, quiet_lightning
+from digitrec.training.runtime import skip_futile_nvml_probe
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from digitrec import record
-from digitrec.checkpoint import load_model
-from digitrec.config import trusted_classes
-from digitrec.runs import run_overrides
-from digitrec.train import build_trainer, print_summary, setup_run
-from digitrec.viewers import viewer_commands
+from digitrec.config.checks import trusted_classes
+from digitrec.config.job import run_overrides
+from digitrec.nets.checkpoint import load_model
+from digitrec.tracking import record
+from digitrec.tracking.viewers import viewer_commands
+from digitrec.training.train import build_trainer, print_summary, setup_run
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """What Hydra knows about the running job: whether it is part of a sweep, and the overrides it
-was started with. (The run's record, metrics.json, is digitrec.record's.)"""
+was started with. (The run's record, metrics.json, is digitrec.tracking.record's.)"""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""MNIST: the official files (download, checksums), the LightningDataModule, and augmentation on the device."""
