@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from digitrec.errors import DigitrecError
-from digitrec.nets.checkpoint import export_model, load_checkpoint, load_model
-from digitrec.training.classifier import DigitClassifier
+from digitrec.nets.checkpoint import export_model, load_checkpoint
+from digitrec.training.classifier import DigitClassifier, load_model
 
 
 def mlp(*hidden_sizes: int) -> dict:

@@ -16,7 +16,8 @@ import torch
 
 from conftest import REPO, TINY_TRAIN, check_command, run_digitrec
 from digitrec.errors import DigitrecError
-from digitrec.nets.checkpoint import EXPORT_FORMAT, export_model, load_model
+from digitrec.nets.checkpoint import EXPORT_FORMAT, export_model
+from digitrec.training.classifier import load_model
 
 TESTS_ON_PATH = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
 SMALL_CNN = {"_target_": "digitrec.nets.CNN", "channels": [4, 8], "hidden_size": 16, "dropout": 0.0}
@@ -567,7 +568,7 @@ def test_a_v1_run_can_be_resumed_with_the_same_network(v1_checkpoint):
 
     from digitrec.command.main import compose
     from digitrec.nets.checkpoint import load_checkpoint
-    from digitrec.training.train import check_same_network
+    from digitrec.training.checks import check_same_network
 
     path, _ = v1_checkpoint
     saved = load_checkpoint(path)["hyper_parameters"]
@@ -733,7 +734,7 @@ def test_hparam_columns_name_each_record_and_its_arguments():
 
 
 def test_run_and_job_names_stay_readable_with_groups_and_targets():
-    from digitrec.config.checks import overrides_suffix
+    from digitrec.config.naming import overrides_suffix
 
     name = overrides_suffix("model.optimizer._target_=torch.optim.RMSprop,model/net=cnn")
     assert name == "_model.optimizer._target_=torch.optim.RMSprop,model-net=cnn" and "/" not in name

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import TINY_TRAIN, find_mnist_dir, run_digitrec
-from digitrec.config.checks import overrides_suffix
+from digitrec.config.naming import overrides_suffix
 from digitrec.sweeps.sweep import write_summary
 
 # --- the summary, from job directories written here -----------------------------------------

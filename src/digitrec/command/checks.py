@@ -18,7 +18,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from digitrec.config.checks import check_added_keys, check_config, check_writable, overrides_suffix
+from digitrec.config.checks import check_added_keys, check_config, check_writable
+from digitrec.config.naming import overrides_suffix
 from digitrec.errors import EXIT_FAILED_RUN, DigitrecError
 
 # Keys that change neither a job's result nor what a search finds: left out of a study's name.
@@ -84,7 +85,7 @@ def check_job(cfg: DictConfig, config_name: str) -> None:
     records' arguments (digitrec.config.checks, no Lightning), then what Lightning judges itself."""
     check_config(cfg)
     check_data_present(cfg)
-    from digitrec.training.train import check_lightning_components  # Lightning takes seconds to import: only now
+    from digitrec.training.checks import check_lightning_components  # Lightning takes seconds to import: only now
 
     check_lightning_components(cfg)
     if config_name == "eval":

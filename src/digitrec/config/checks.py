@@ -5,16 +5,14 @@ run's directory exists (see digitrec.command.main). Component records (`_target_
 against the class they name with `inspect.signature`; the value rules below are digitrec's own
 (what its networks, data and runs need), never a copy of what a library checks itself. This
 module imports torch (through the classes it asks) but never Lightning: Lightning judges its
-Trainer, callbacks and loggers itself (digitrec.training.train.check_lightning_components).
+Trainer, callbacks and loggers itself (digitrec.training.checks.check_lightning_components).
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import re
-import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,34 +24,6 @@ from digitrec.errors import DigitrecError, first_line
 from digitrec.nets.networks import ACTIVATIONS, NORMS
 from digitrec.targets import signature
 from digitrec.tracking.record import OBJECTIVES
-
-# A short random id per run, cached so every read of the run directory gives the same value;
-# with the timestamp it keeps two runs that start in the same second apart.
-# Hydra copies the resolver cache into each job of a sweep, so a sweep shares one id.
-if not OmegaConf.has_resolver("run_id"):
-    OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
-
-
-def overrides_suffix(override_dirname: str, limit: int = 120) -> str:
-    """`_<overrides>` for a directory name (empty without overrides), so run names say what differs.
-
-    Characters that nest directories (slashes) or need quoting become `-`; a very long list is
-    cut and ends in a short hash, which keeps two different cut lists apart.
-    """
-    if not override_dirname:
-        return ""
-    name = re.sub(r"[^\w.,=+\-\[\]()]+", "-", override_dirname)
-    if len(name) > limit:
-        name = f"{name[: limit - 9]}~{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return f"_{name}"
-
-
-if not OmegaConf.has_resolver("overrides_suffix"):
-    OmegaConf.register_new_resolver("overrides_suffix", overrides_suffix)
-# `<overrides>_` for the front of a run's directory name: TensorBoard's run list cuts long names at
-# the end, so what differs between runs comes first and the timestamp last.
-if not OmegaConf.has_resolver("overrides_prefix"):
-    OmegaConf.register_new_resolver("overrides_prefix", lambda dirname: f"{overrides_suffix(dirname)[1:]}_" if dirname else "")
 
 # numpy's and Python's generators take seeds in [0, 2**32): Lightning's seed_everything refuses others.
 MAX_SEED = 2**32 - 1
@@ -109,7 +79,7 @@ def check_fits_in_memory(net: DictConfig) -> None:
 
 
 # Trainer values that Lightning's Trainer accepts when it is built (Lightning judges everything
-# else itself, see digitrec.training.train.check_lightning_components) but that fail, or quietly do nothing,
+# else itself, see digitrec.training.checks.check_lightning_components) but that fail, or quietly do nothing,
 # once a run is under way.
 TRAINER_RANGES: dict[str, tuple[Any, str]] = {
     "max_epochs": (lambda v: is_int(v) and v >= 1, "an integer >= 1, e.g. trainer.max_epochs=5"),

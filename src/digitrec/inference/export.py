@@ -18,7 +18,7 @@ from torch import nn
 
 from digitrec.errors import EXIT_USER_ERROR, DigitrecError
 from digitrec.inference.predict import add_net_class_option
-from digitrec.nets.checkpoint import export_model, load_checkpoint, model_from_checkpoint
+from digitrec.nets.checkpoint import load_checkpoint, save_model_file
 from digitrec.nets.networks import describe_net, net_from_checkpoint
 
 ONNX_FORMAT = "digitrec.onnx/1"
@@ -98,7 +98,8 @@ def main(argv: list[str]) -> int:
             export_onnx(net_from_checkpoint(checkpoint, args.ckpt, args.net_class), args.out, checkpoint["hyper_parameters"])
             print(f"wrote {args.out} (ONNX, opset {ONNX_OPSET}; input {ONNX_INPUT}; outputs logits, probabilities)")
         else:
-            export_model(model_from_checkpoint(checkpoint, args.ckpt, args.net_class), args.out)
+            net_from_checkpoint(checkpoint, args.ckpt, args.net_class)  # the weights fit the network the file describes
+            save_model_file(checkpoint["hyper_parameters"], checkpoint["state_dict"], args.out)
             print(f"wrote {args.out} (state_dict and hyper-parameters; load with digitrec.inference.predict.Predictor.from_checkpoint)")
     except DigitrecError as err:
         print(f"digitrec: error: {err}", file=sys.stderr)

@@ -19,16 +19,12 @@ import pickletools
 import secrets
 import warnings
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from digitrec.errors import DigitrecError, RunFailed, first_line
-
-if TYPE_CHECKING:
-    from digitrec.training.classifier import DigitClassifier
 
 # /2: hyper_parameters hold net/optimizer/scheduler records with a _target_; /1 (the tutorial's MLP
 # as flat keys) still loads, upgraded by `upgrade`.
@@ -174,35 +170,16 @@ def unsafe_globals(path: Path) -> list[str]:
     return sorted(name for name in names if not name.startswith(SAFE_GLOBAL_PREFIXES))
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "checkpoint", trusted: Sequence[str] = ()) -> DigitClassifier:
-    """Rebuild the trained model from a loaded checkpoint alone (any format since digitrec.model/1).
-    `trusted`: network classes besides digitrec's own that the file may name."""
-    # Imported here: `load_checkpoint` serves `digitrec predict`, which must not pay for Lightning.
-    from digitrec.nets.networks import check_net_allowed
-    from digitrec.training.classifier import DigitClassifier
-
-    hyper_parameters = checkpoint["hyper_parameters"]
-    try:
-        check_net_allowed(hyper_parameters.get("net") or {}, trusted)
-    except DigitrecError as err:
-        raise DigitrecError(f"checkpoint {source}: {err}") from None
-    try:
-        model = DigitClassifier(**hyper_parameters)
-        model.load_state_dict(checkpoint["state_dict"])
-    except (TypeError, RuntimeError, KeyError, ValueError) as err:
-        raise DigitrecError(f"checkpoint {source} does not match the digitrec model: {first_line(err)}") from None
-    return model.eval()
+def export_model(model: torch.nn.Module, path: str | Path) -> Path:
+    """Write the tutorial's `model.ckpt` from a trained DigitClassifier: its weights and hyper_parameters."""
+    return save_model_file(dict(model.hparams), model.state_dict(), path)
 
 
-def load_model(path: str | Path, trusted: Sequence[str] = ()) -> DigitClassifier:
-    return model_from_checkpoint(load_checkpoint(path), path, trusted)
-
-
-def export_model(model: DigitClassifier, path: str | Path) -> Path:
-    """Write the tutorial's `model.ckpt`: the weights plus what is needed to rebuild the model."""
+def save_model_file(hyper_parameters: dict[str, Any], state_dict: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write a `model.ckpt`: the weights plus what is needed to rebuild the model (plain types only)."""
     path = Path(path)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_save({"format": EXPORT_FORMAT, "hyper_parameters": dict(model.hparams), "state_dict": state}, path)
+    state = {k: v.detach().cpu() for k, v in state_dict.items()}
+    atomic_save({"format": EXPORT_FORMAT, "hyper_parameters": dict(hyper_parameters), "state_dict": state}, path)
     return path
 
 

@@ -8,7 +8,8 @@ model from the file alone.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -17,8 +18,9 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from digitrec.errors import DigitrecError
-from digitrec.nets.networks import MNIST_MEAN, MNIST_STD, build_net, with_defaults
+from digitrec.errors import DigitrecError, first_line
+from digitrec.nets.checkpoint import load_checkpoint
+from digitrec.nets.networks import MNIST_MEAN, MNIST_STD, build_net, check_net_allowed, with_defaults
 from digitrec.targets import locate
 
 __all__ = ["MNIST_MEAN", "MNIST_STD", "DigitClassifier"]
@@ -221,3 +223,23 @@ def cosine_warmup(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fra
         ],
         milestones=[warmup],
     )
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], source: str | Path = "checkpoint", trusted: Sequence[str] = ()) -> DigitClassifier:
+    """Rebuild the trained model from a loaded checkpoint alone (any format since digitrec.model/1).
+    `trusted`: network classes besides digitrec's own that the file may name."""
+    hyper_parameters = checkpoint["hyper_parameters"]
+    try:
+        check_net_allowed(hyper_parameters.get("net") or {}, trusted)
+    except DigitrecError as err:
+        raise DigitrecError(f"checkpoint {source}: {err}") from None
+    try:
+        model = DigitClassifier(**hyper_parameters)
+        model.load_state_dict(checkpoint["state_dict"])
+    except (TypeError, RuntimeError, KeyError, ValueError) as err:
+        raise DigitrecError(f"checkpoint {source} does not match the digitrec model: {first_line(err)}") from None
+    return model.eval()
+
+
+def load_model(path: str | Path, trusted: Sequence[str] = ()) -> DigitClassifier:
+    return model_from_checkpoint(load_checkpoint(path), path, trusted)

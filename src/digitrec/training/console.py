@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 import warnings
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, RichProgressBar
@@ -49,3 +50,21 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers")
     # Raised inside Lightning's all_gather (the test figures under DDP), not by our calls.
     warnings.filterwarnings("ignore", message=r".*all_gather is deprecated")
+
+
+def print_summary(title: str, metrics: dict[str, Any], viewers: list[tuple[str, str]] = ()) -> None:
+    rows = [
+        ("test/acc", f"{metrics['test/acc']:.4f}  (official 10k MNIST test set)"),
+        ("test/loss", f"{metrics['test/loss']:.4f}"),
+    ]
+    if metrics.get("val/acc_best") is not None:
+        rows.append(("val/acc_best", f"{metrics['val/acc_best']:.4f}"))
+    for key, label in (("run_dir", "run dir"), ("best_ckpt_path", "best ckpt"), ("ckpt_path", "checkpoint"), ("model_path", "model")):
+        if metrics.get(key):
+            rows.append((label, metrics[key]))
+    rows += viewers
+    width = max(len(label) for label, _ in rows)
+    print(f"\ndigitrec: {title}")
+    for label, value in rows:
+        print(f"  {label.ljust(width)}  {value}")
+    print(flush=True)

@@ -10,10 +10,11 @@ from omegaconf import DictConfig
 
 from digitrec.config.checks import trusted_classes
 from digitrec.config.job import run_overrides
-from digitrec.nets.checkpoint import load_model
 from digitrec.tracking import record
 from digitrec.tracking.viewers import viewer_commands
-from digitrec.training.train import build_trainer, print_summary, setup_run
+from digitrec.training.classifier import load_model
+from digitrec.training.console import print_summary
+from digitrec.training.trainer import build_trainer, setup_run
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
