@@ -45,9 +45,10 @@ search: install ## the Optuna search; run it again to continue it (longer: ARGS=
 sweep-report: $(VENV)/.installed ## a past sweep's summary again: make sweep-report DIR=outputs/train/multiruns/<sweep>
 	$(BIN)/digitrec sweep-report $(DIR)
 
-lint: $(VENV)/.installed ## ruff: lint and check the formatting (settings in pyproject.toml)
+lint: $(VENV)/.installed ## ruff (lint, formatting) and import-linter (what each part of the package may import; pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # The browser test of `digitrec serve`'s page (a slow test) drives Debian's chromium through Playwright's
 # executable_path: installed with apt-get when missing, never a browser downloaded by Playwright.

@@ -9,7 +9,6 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-
 from omegaconf import DictConfig
 
 from digitrec.config.job import run_overrides
