@@ -152,6 +152,12 @@ def test_output_root_under_a_file_is_refused(tmp_path):
     assert_refused(result, "is not a folder", tmp_path)
 
 
+@pytest.mark.parametrize("command", [["-m", "model.optimizer.lr=1e-3,3e-4"], ["hparams_search=optuna"]], ids=["sweep", "optuna"])
+def test_an_unwritable_output_folder_is_one_line_for_sweeps_and_searches_too(command, tmp_path):
+    result = run_digitrec("train", *command, "paths.output_root=/proc/digitrec", cwd=tmp_path, timeout=120)
+    assert_refused(result, "config error at paths.output_root: cannot write runs into /proc/digitrec", tmp_path)
+
+
 def test_a_sweep_with_an_unknown_added_key_stops_before_its_first_job(tmp_path):
     result = run_digitrec("train", "-m", "+seeed=1", "model.optimizer.lr=1e-3,3e-4", cwd=tmp_path, timeout=120)
     assert_refused(result, "config error at seeed: unknown key", tmp_path)

@@ -1,23 +1,25 @@
+"""digitrec's errors and the exit codes it promises."""
+
+# The exit codes digitrec promises (README, "Errors and exit codes").
+EXIT_FAILED_RUN = 1
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
 class DigitrecError(Exception):
     """A mistake the user can fix (bad config value, missing data, unreadable file).
 
     The CLI prints it as one line, without a traceback, and exits with `exit_code`.
     """
 
-    exit_code = 2
+    exit_code = EXIT_USER_ERROR
 
 
 class RunFailed(DigitrecError):
     """A run that started well and then went wrong (diverged, stopped learning): exit code 1,
     and the run's metrics.json says `status: failed` with the reason."""
 
-    exit_code = 1
-
-
-# The exit codes digitrec promises (README, "Errors and exit codes").
-EXIT_FAILED_RUN = 1
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+    exit_code = EXIT_FAILED_RUN
 
 
 def first_line(err: BaseException, limit: int = 200, fallback: str | None = None) -> str:

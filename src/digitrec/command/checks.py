@@ -208,9 +208,9 @@ class RunChecks(Callback):
         parsed = parsed_overrides(config)
         # The sweep's shared values only: swept ones are composed by the sweeper and checked in each job.
         check_added_keys(job_config(config), added_keys([o for o in parsed if not o.is_sweep_override()]), set(config.hydra.runtime.choices))
+        name_sweep(config)
         sweep_dir = None
         with contextlib.suppress(Exception):  # a sweep dir that names per-job values resolves only in the job
             sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
         if sweep_dir:
             check_writable(sweep_dir, "paths.output_root")
-        name_sweep(config)
