@@ -43,7 +43,7 @@ def test_a_write_that_fails_midway_leaves_the_old_record_whole(tmp_path):
         "import resource, signal, sys\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
-        "from digitrec import record\n"
+        "from digitrec.tracking import record\n"
         "try:\n"
         f"    record.write_record({str(tmp_path)!r}, {{'status': 'ok', 'overrides': ['x' * 100] * 1000}})\n"
         "except OSError as err:\n"
