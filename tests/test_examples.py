@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TINY_TRAIN, check_command, find_mnist_dir, run_digitrec
+from digitrec.command.checks import each_value_once
 from digitrec.command.main import USAGE, quote_paths
 from digitrec.errors import DigitrecError
 
@@ -78,11 +79,7 @@ def runs_of(command: str, run_dir: Path) -> tuple[str, list[list[str]]]:
             continue  # an Optuna search space: Hydra composes it only inside the search (tested in test_optuna)
         else:
             swept.append([f"{override.get_key_element()}={v}" for v in override.sweep_string_iterator()])
-    first = [values[0] for values in swept]
-    runs = [fixed + first]
-    for i, values in enumerate(swept):
-        runs += [fixed + first[:i] + [value] + first[i + 1 :] for value in values[1:]]
-    return verb, runs
+    return verb, each_value_once(fixed, swept)
 
 
 def test_the_examples_are_found():

@@ -55,13 +55,19 @@ def check_swept_values(config: DictConfig, config_name: str) -> None:
         except HydraException:  # glob() and an Optuna search's intervals: nothing to enumerate here
             continue
         swept.append([f"{override.get_key_element()}={value}" for value in values])
-    first = [values[0] for values in swept]
     try:
-        for i, values in enumerate(swept):
-            for value in values[1 if i else 0 :]:
-                compose(config_name, overrides=[*fixed, *first[:i], value, *first[i + 1 :]])
+        for overrides in each_value_once(fixed, swept) if swept else []:
+            compose(config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
         raise DigitrecError(f"bad override: {one_line(err)}") from None
+
+
+def each_value_once(fixed: list[str], swept: list[list[str]]) -> list[list[str]]:
+    """Override lists in which every value of every swept key appears once, the other swept keys at
+    their first value: len(a) + len(b) - 1 compositions where the sweep has len(a) * len(b) jobs."""
+    first = [values[0] for values in swept]
+    variants = [[*first[:i], value, *first[i + 1 :]] for i, values in enumerate(swept) for value in values[1:]]
+    return [fixed + overrides for overrides in [first, *variants]]
 
 
 def job_config(config: DictConfig) -> DictConfig:

@@ -25,5 +25,5 @@ def viewer_commands(loggers: Mapping[str, Any] | None, folder: Path, sweep: bool
                 uri = SQLITE + str(Path(uri[len(SQLITE) :]).absolute())
             rows.append(("runs", f"mlflow ui --backend-store-uri {shlex.quote(uri)}" if uri.startswith(SQLITE) else f"MLflow at {uri}"))
         elif target.endswith(".CSVLogger"):
-            rows.append(("metrics", str(folder / ("*" if sweep else "") / str(entry.get("name") or "") / "metrics.csv").replace("//", "/")))
+            rows.append(("metrics", str(folder / ("*" if sweep else "") / str(entry.get("name") or "") / "metrics.csv")))
     return rows
