@@ -42,7 +42,7 @@ experiments: install ## train every config in configs/experiment/, then a summar
 search: install ## the Optuna search; run it again to continue it (longer: ARGS="hydra.sweeper.n_trials=40")
 	$(BIN)/digitrec train hparams_search=optuna $(ARGS)
 
-sweep-report: $(VENV)/.installed ## a past sweep's summary again: make sweep-report DIR=outputs/train/multiruns/<sweep>
+sweep-report: $(VENV)/.installed ## a past sweep's summary again (the newest without DIR): make sweep-report DIR=outputs/train/multiruns/<sweep>
 	$(BIN)/digitrec sweep-report $(DIR)
 
 lint: $(VENV)/.installed ## ruff (lint, formatting) and import-linter (what each part of the package may import; pyproject.toml)

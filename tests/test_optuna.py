@@ -206,3 +206,10 @@ def test_failed_and_pruned_trials_are_recorded_with_jobs_in_other_processes(tmp_
     assert f"6 jobs: {counts['COMPLETE']} ok, {counts['PRUNED']} pruned, {counts['FAIL']} failed." in summary
     assert "pruned after epoch 1: val/acc" in summary
     assert "Traceback" not in result.stderr
+
+
+def test_the_best_trial_is_reported_with_4_significant_digits():
+    from digitrec.sweeps.sweep import short_params
+
+    params = {"model.optimizer.lr": 0.007231563192959944, "data.batch_size": 64, "model/optimizer": "adamw", "model.net.hidden_sizes": "[256,128]"}
+    assert short_params(params) == "model.optimizer.lr=0.007232 data.batch_size=64 model/optimizer=adamw model.net.hidden_sizes=[256,128]"

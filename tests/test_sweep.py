@@ -69,11 +69,48 @@ def test_sweep_report_recreates_the_summary_of_a_past_sweep(past_sweep, tmp_path
     assert (past_sweep / "summary.csv").is_file() and (past_sweep / "summary.md").is_file()
 
 
-@pytest.mark.parametrize("args, message", [([], "usage: digitrec sweep-report"), (["nowhere"], "sweep directory nowhere does not exist")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "no sweep under outputs/"),
+        (["a", "b"], "usage: digitrec sweep-report [SWEEP_DIR]"),
+        (["nowhere"], "sweep directory nowhere does not exist"),
+    ],
+)
 def test_sweep_report_mistakes_are_one_line(args, message, tmp_path):
     result = run_digitrec("sweep-report", *args, cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_report_without_a_folder_takes_the_newest_sweep_and_says_which(tmp_path):
+    ok = {"status": "ok", "test/acc": 0.97, "test/loss": 0.1, "val/acc_best": 0.95}
+    older, newer = tmp_path / "outputs" / "train" / "multiruns" / "older", tmp_path / "outputs" / "train" / "optuna" / "newer"
+    fake_job(older, "0_model.optimizer.lr=0.1", ["model.optimizer.lr=0.1"], ok)
+    fake_job(newer, "0_model.optimizer.lr=0.2", ["model.optimizer.lr=0.2"], ok)
+    os.utime(older, (1_700_000_000, 1_700_000_000))
+    result = run_digitrec("sweep-report", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "digitrec: the newest sweep under outputs/: outputs/train/optuna/newer"
+    assert "# Sweep summary: outputs/train/optuna/newer" in result.stdout and (newer / "summary.md").is_file()
+    assert not (older / "summary.md").exists()
+
+
+def test_summary_numbers_show_4_significant_digits_and_the_csv_keeps_them_all(tmp_path):
+    lr = "model.optimizer.lr=0.007231563192959944"
+    ok = {"status": "ok", "test/acc": 0.9412999749183655, "test/loss": 0.19134, "epochs": 5, "train_seconds": 12.5}
+    fake_job(tmp_path, "0_a", [lr, "data.batch_size=64"], {**ok, "val/acc_best": 0.9455000162124634})
+    reason = "config error at model.optimizer.lr: " + "a long reason " * 20
+    fake_job(tmp_path, "1_b", ["model.optimizer.lr=-1", "data.batch_size=64"], {"status": "failed", "reason": reason})
+    text = write_summary(tmp_path)
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert "model.optimizer.lr=0.007232 " in table[1] and "| 0.9455 " in table[1] and "| 0.9413 " in table[1]
+    assert "0.0072315" not in text and "0.94550" not in text
+    assert "a long reason" in table[2] and reason.strip() not in table[2] and table[2].rstrip(" |").endswith("…")
+    assert max(len(line) for line in table) < 220
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert rows[0]["val/acc_best"] == "0.9455000162124634" and rows[0]["overrides"] == f"{lr} data.batch_size=64"
+    assert rows[1]["reason"] == reason
 
 
 def test_directory_names_say_what_differs_without_nesting_or_overflowing():

@@ -30,7 +30,7 @@ def locate(target: str) -> Any:
                 pass
         hint = ""
         if isinstance(err, ModuleNotFoundError) and err.name and module_name.startswith(err.name):
-            hint = " (is the folder that holds it on PYTHONPATH? e.g. PYTHONPATH=. digitrec ...)"
+            hint = " (run digitrec from the folder that holds it, or put that folder on PYTHONPATH)"
         raise DigitrecError(f"no class {target}: cannot import {module_name} ({err}){hint}") from None
     try:
         return getattr(module, name)

@@ -17,11 +17,12 @@ USAGE = """usage: digitrec COMMAND [ARGS...]
 commands:
   train [KEY=VALUE ...]     train a model (Hydra overrides; -m KEY=A,B for a sweep)
   eval ckpt_path=PATH       test a checkpoint on the official MNIST test set
-  sweep-report DIR          the summary of a sweep (one row per job, best first), as CSV and markdown
+  sweep-report [DIR]        the summary of a sweep (one row per job, best first), as CSV and markdown; no DIR: the newest
   predict IMAGE [IMAGE ...] recognise the digit in image files (--help for options)
   export --ckpt PATH ...    write the model as ONNX or a plain state_dict (--help for options)
   serve [--port 8000]       a draw-a-digit page and an HTTP API on http://127.0.0.1:8000/ (--help for options)
   data [KEY=VALUE ...]      download (or find) and verify MNIST
+  describe [GROUP[=OPTION]] the config groups and their options; one option's arguments, types and defaults
 
 options:
   --version                 print digitrec's version
@@ -36,6 +37,7 @@ examples:
   digitrec train --cfg job          # print the composed config, train nothing
   digitrec train -cd my_configs experiment=mine   # your own configs beside the packaged ones
   digitrec eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt
+  digitrec describe model/net=cnn   # the CNN's arguments: types, defaults, the values cnn.yaml sets
 """
 
 # Hydra's shell completion completes a program named after the Python script it runs; `digitrec
@@ -225,7 +227,21 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
         sys.argv = command_line
 
 
+def print_config_help(config_name: str, args: list[str]) -> bool:
+    """`digitrec train --help` / `eval --help`: the command's own groups, described (Hydra's --help
+    lists every group of the config folder, train's in eval's; --hydra-help still shows Hydra's flags)."""
+    if not set(args) & {"-h", "--help"}:
+        return False
+    from digitrec.command.describe import config_help
+
+    print(config_help(config_name), end="")
+    return True
+
+
 def train_command(args: list[str]) -> int:
+    if print_config_help("train", args):
+        return 0
+
     def train(cfg):  # imported only after the pre-check: Lightning and torch take seconds to import
         from digitrec.training.train import train
 
@@ -236,6 +252,9 @@ def train_command(args: list[str]) -> int:
 
 
 def eval_command(args: list[str]) -> int:
+    if print_config_help("eval", args):
+        return 0
+
     def evaluate(cfg):
         from digitrec.training.evaluate import evaluate
 
@@ -270,6 +289,12 @@ def data_command(args: list[str]) -> int:
     return 0
 
 
+def describe_command(args: list[str]) -> int:
+    from digitrec.command.describe import main as describe_main
+
+    return describe_main(args)
+
+
 def sweep_report_command(args: list[str]) -> int:
     from digitrec.sweeps.sweep import report_main
 
@@ -302,6 +327,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "serve": serve_command,
     "data": data_command,
     "sweep-report": sweep_report_command,
+    "describe": describe_command,
 }
 
 
@@ -316,6 +342,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"digitrec {__version__}")
         sys.exit(0)
     command, rest = args[0], args[1:]
+    # The folder digitrec runs in holds the user's own classes (`model.net._target_=my_package.MyNet`),
+    # importable as `python -m digitrec` would make them, which puts it first on sys.path. The
+    # `digitrec` script puts only its own folder there. Added last: a folder of the user's that is
+    # named like a library (a `torch/` checkout) never shadows the installed one.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     if command not in COMMANDS:
         close = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f"did you mean {close[0]}? " if close else ""

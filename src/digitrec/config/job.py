@@ -13,3 +13,8 @@ def in_multirun() -> bool:
 
 def run_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def job_number() -> int | None:
+    """The job's number in its sweep (Hydra's job.num)."""
+    return HydraConfig.get().job.num if in_multirun() else None

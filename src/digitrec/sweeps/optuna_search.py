@@ -33,7 +33,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from digitrec.errors import DigitrecError
-from digitrec.sweeps.sweep import JobPruned, read_jobs
+from digitrec.sweeps.sweep import JobPruned, read_jobs, short_params
 from digitrec.tracking import record
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class OptunaSearch:
             log.warning("no trial of the study completed: see the sweep summary for the reasons")
             return
         best = study.best_trial
-        log.info(f"best trial {best.number}: {best.value} with {best.params}")
+        log.info(f"best trial {best.number}: {record.config_objective(self.config)} {best.value:.4g} with {short_params(best.params)}")
         results = {"name": "optuna", "study_name": self.study_name, "best_trial": best.number, "best_params": best.params, "best_value": best.value}
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
 

@@ -125,17 +125,45 @@ def common_overrides(jobs: list[Job]) -> list[str]:
     return [o for o in jobs[0].overrides if o in shared]
 
 
-def fmt(value: Any, digits: int = 4) -> str:
+# Summaries show numbers to 4 significant digits; metrics.json and summary.csv keep every digit.
+SHOWN_DIGITS = 4
+# The longest status (a failed job's reason) a summary's row shows; summary.csv has it whole.
+SHOWN_REASON = 100
+
+
+def fmt(value: Any, digits: int = SHOWN_DIGITS) -> str:
     if value is None:
         return ""
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def short_override(override: str) -> str:
+    """An override with its number to 4 significant digits, for reading (an Optuna trial's
+    model.optimizer.lr=0.007231563192959944 shows as model.optimizer.lr=0.007232)."""
+    key, sep, value = override.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return override
+    if not sep or not any(c in value for c in ".eE"):  # an integer stays whole
+        return override
+    short = f"{number:.{SHOWN_DIGITS}g}"
+    return f"{key}={short}" if len(short) < len(value) else override
+
+
+def short_params(params: dict[str, Any]) -> str:
+    """An Optuna trial's parameters as overrides, numbers to 4 significant digits."""
+    return " ".join(short_override(f"{key}={value}") for key, value in params.items())
 
 
 def status_text(job: Job) -> str:
+    reason = str(job.metrics.get("reason", ""))
+    if len(reason) > SHOWN_REASON:
+        reason = reason[: SHOWN_REASON - 1].rstrip() + "…"
     if job.status == record.FAILED:
-        return f"failed: {job.metrics.get('reason', '')}"
+        return f"failed: {reason}"
     if job.status == record.PRUNED:
-        return f"pruned {job.metrics.get('reason', '')}"
+        return f"pruned {reason}"
     if job.status == "unfinished":
         return "unfinished (interrupted, or still running)"
     return job.status
@@ -153,7 +181,7 @@ def markdown(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
             [
                 "-" if rank is None else f"{rank} best" if rank == 1 else str(rank),
                 str(job.num),
-                " ".join(o for o in job.overrides if o not in shared) or "(none)",
+                " ".join(short_override(o) for o in job.overrides if o not in shared) or "(none)",
                 *(fmt(job.metrics.get(m)) for m in metrics),
                 fmt(job.metrics.get("epochs")),
                 f"{seconds:.1f} s" if seconds is not None else "",
@@ -168,7 +196,7 @@ def markdown(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
         f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f". Sorted by {objective} ({direction} is better).",
     ]
     if shared:
-        lines.append(f"Overrides of every job: {' '.join(shared)}")
+        lines.append(f"Overrides of every job: {' '.join(map(short_override, shared))}")
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
     line = lambda cells: "| " + " | ".join(c.replace("|", "\\|").ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     lines += ["", line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
@@ -227,12 +255,26 @@ class SweepSummary(Callback):
             raise SystemExit(EXIT_FAILED_RUN)
 
 
+def newest_sweep(output_root: Path) -> Path:
+    """The sweep or search under output_root (outputs/*/multiruns/*, outputs/*/optuna/*) changed last."""
+    sweeps = {job.parent.parent.parent for job in output_root.glob("*/*/*/*/.hydra/overrides.yaml")}
+    if not sweeps:
+        raise DigitrecError(f"no sweep under {output_root}/ (none of {output_root}/*/multiruns/* or */optuna/* holds jobs): pass a sweep's directory")
+    return max(sweeps, key=lambda folder: folder.stat().st_mtime)
+
+
 def report_main(args: list[str]) -> int:
-    """digitrec sweep-report DIR: rebuild and print the summary of a past sweep."""
-    if len(args) != 1 or args[0].startswith("-"):
-        print("usage: digitrec sweep-report SWEEP_DIR  (e.g. outputs/train/multiruns/<sweep>)", file=sys.stderr)
+    """digitrec sweep-report [DIR]: rebuild and print the summary of a past sweep (the newest under outputs/ by default)."""
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        print(
+            "usage: digitrec sweep-report [SWEEP_DIR]  (e.g. outputs/train/multiruns/<sweep>; none: the newest sweep under outputs/)", file=sys.stderr
+        )
         return 0 if args and args[0] in ("-h", "--help") else EXIT_USER_ERROR
-    sweep_dir = Path(args[0])
+    if not args:
+        sweep_dir = newest_sweep(Path("outputs"))
+        print(f"digitrec: the newest sweep under outputs/: {sweep_dir}", file=sys.stderr, flush=True)
+    else:
+        sweep_dir = Path(args[0])
     if not sweep_dir.is_dir():
         raise DigitrecError(f"sweep directory {sweep_dir} does not exist: pass a directory under outputs/*/multiruns or outputs/*/optuna")
     if not any(sweep_dir.glob("*/.hydra/overrides.yaml")):

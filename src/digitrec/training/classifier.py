@@ -114,7 +114,8 @@ class DigitClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         # At the start of fit, not of each epoch: a run resumed mid-epoch starts inside one.
         trainer = self.trainer
-        # Metrics are updated on the steps whose values Lightning writes (every log_every_n_steps)
+        # Metrics are updated on the steps whose values Lightning writes (every log_every_n_steps, as
+        # digitrec.training.trainer.LoggingInterval set it for short epochs just before this hook)
         # and on the epoch's and the run's last steps, which close the epoch's values.
         self._write_every, self._last_batch, self._max_steps = trainer.log_every_n_steps, trainer.num_training_batches - 1, trainer.max_steps
         self._window: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -179,6 +180,9 @@ class DigitClassifier(L.LightningModule):
         self.test_acc.update(preds, labels)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+        # How many images were tested (all 10,000 unless limit_test_batches): a count for the run's
+        # record and summary (digitrec.training.console.tested_images), not a curve for the loggers.
+        self.log("test/images", float(labels.numel()), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True, logger=False)
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams

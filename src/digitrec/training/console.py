@@ -1,4 +1,4 @@
-"""What a person sees in the terminal: a live bar or one line per epoch, and no advertising."""
+"""What a person sees in the terminal: a live bar or one line per epoch, each message once, and no advertising."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import warnings
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ModelSummary, RichProgressBar
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
+
+from digitrec.config.job import in_multirun, job_number
+
+# The official MNIST test set: a run that tested fewer images (limit_test_batches) says how many.
+MNIST_TEST_IMAGES = 10_000
 
 
 class EpochLines(Callback):
@@ -28,12 +34,49 @@ class EpochLines(Callback):
         print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  ({seconds:.1f} s)", flush=True)
 
 
+class EpochBar(RichProgressBar):
+    """Lightning's live bar, counting epochs from 1 as the epoch lines and messages do ("Epoch 1/5").
+
+    Steps outside the public API in this one place: the bar's description has no public setting,
+    only RichProgressBar._get_train_description (0-based "Epoch 0/4"). If a Lightning release renames
+    it, the bar falls back to Lightning's own counting; nothing else changes."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch + 1}" + (f"/{self.trainer.max_epochs}" if self.trainer.max_epochs else "")
+        return description.ljust(len(self.validation_description))
+
+
+class ShortModelSummary(ModelSummary):
+    """The model in a few lines: the layers that hold parameters, then the totals. Lightning's own
+    table lists every metric object (no parameters) and a FLOPs column of zeros, which Lightning
+    can only count when the model sets an example_input_array; FLOPs are shown when there are some.
+    In a sweep job, one line."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, **kwargs) -> None:
+        totals = f"{get_human_readable_count(total_parameters)} parameters"
+        if trainable_parameters != total_parameters:
+            totals += f" ({get_human_readable_count(trainable_parameters)} trainable)"
+        totals += f", {model_size:.1f} MB" + (f", {get_human_readable_count(total_flops)} FLOPs per forward" if total_flops else "")
+        columns = dict(summary_data)
+        names = ["Name", "Type", "Params", *(["FLOPs"] if total_flops else [])]
+        rows = [[columns[n][i].strip() for n in names] for i in range(len(columns["Name"])) if columns["Params"][i].strip() != "0"]
+        if in_multirun() or not rows:
+            print(f"model: {totals}", flush=True)
+            return
+        widths = [max(len(n), *(len(r[j]) for r in rows)) for j, n in enumerate(names)]
+        print(f"model: {totals}")
+        for row in [names, *rows]:
+            print("  " + "  ".join(cell.rjust(w) if j >= 2 else cell.ljust(w) for j, (cell, w) in enumerate(zip(row, widths))).rstrip())
+        sys.stdout.flush()
+
+
 def progress_callbacks(mode: str) -> tuple[list[Callback], bool]:
     """The callbacks for a progress mode (auto, bar, lines) and whether Lightning's bar is on."""
     if mode == "auto":
         mode = "bar" if sys.stdout.isatty() else "lines"
     if mode == "bar":
-        return [RichProgressBar()], True
+        return [EpochBar()], True
     return [EpochLines()], False
 
 
@@ -42,9 +85,34 @@ class _DropTips(logging.Filter):
         return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip")
 
 
+class _DropLightningInfo(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("lightning") and record.levelno < logging.WARNING)
+
+
 def quiet_lightning() -> None:
-    """Drop Lightning's product tips and a deprecation warning from its own internals (not ours to fix)."""
+    """Each of Lightning's messages once, and none of its product tips or warnings about its own
+    internals (not ours to fix).
+
+    Importing `lightning` gives its logger a console handler of its own ("INFO: ..." on stderr),
+    and its records also reach the handlers Hydra set up for the job (the console and train.log):
+    every message came twice. Where Hydra's handlers are there, Lightning's own goes. In a sweep
+    job Lightning's INFO lines (devices, checkpoint restored, ...) go to the job's train.log only,
+    so that each job reads as a few lines on the console."""
+    root = logging.getLogger()
+    if root.handlers:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
+        if in_multirun():
+            for handler in root.handlers:
+                if type(handler) is logging.StreamHandler and not any(isinstance(f, _DropLightningInfo) for f in handler.filters):
+                    handler.addFilter(_DropLightningInfo())
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    # digitrec picks the logging interval of a short run itself (trainer.LoggingInterval).
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # The splits are tensors in memory (data.py): worker processes would only copy them.
     warnings.filterwarnings("ignore", message=r".*does not have many workers")
@@ -52,9 +120,28 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*all_gather is deprecated")
 
 
+def tested_images(trainer: L.Trainer) -> int | None:
+    """How many test images the last trainer.test saw (DigitClassifier counts them as test/images)."""
+    count = trainer.callback_metrics.get("test/images")
+    return None if count is None else round(float(count))
+
+
+def test_set_text(images: int | None) -> str:
+    if images is None or images == MNIST_TEST_IMAGES:
+        return "(official 10k MNIST test set)"
+    return f"({images:,} of the 10,000 official MNIST test images)"
+
+
 def print_summary(title: str, metrics: dict[str, Any], viewers: list[tuple[str, str]] = ()) -> None:
+    """The block at the end of a run; in a sweep job one line (the sweep's summary follows at its end)."""
+    if in_multirun():
+        shown = "  ".join(f"{k} {metrics[k]:.4g}" for k in ("val/acc_best", "test/acc", "test/loss") if metrics.get(k) is not None)
+        images = metrics.get("test/images")
+        extra = f" on {images:,} test images" if images not in (None, MNIST_TEST_IMAGES) else ""
+        print(f"digitrec: job {job_number()} {title}: {shown}{extra}  ({metrics.get('run_dir') or metrics.get('ckpt_path')})", flush=True)
+        return
     rows = [
-        ("test/acc", f"{metrics['test/acc']:.4f}  (official 10k MNIST test set)"),
+        ("test/acc", f"{metrics['test/acc']:.4f}  {test_set_text(metrics.get('test/images'))}"),
         ("test/loss", f"{metrics['test/loss']:.4f}"),
     ]
     if metrics.get("val/acc_best") is not None:

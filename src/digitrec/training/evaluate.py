@@ -13,7 +13,7 @@ from digitrec.config.job import run_overrides
 from digitrec.tracking import record
 from digitrec.tracking.viewers import viewer_commands
 from digitrec.training.classifier import load_model
-from digitrec.training.console import print_summary
+from digitrec.training.console import print_summary, tested_images
 from digitrec.training.trainer import build_trainer, setup_run
 
 
@@ -25,6 +25,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     metrics = {
         **{k: float(v) for k, v in results.items()},
+        "test/images": tested_images(trainer),
         record.CKPT_PATH: str(cfg.ckpt_path),
         record.HYPER_PARAMETERS: dict(model.hparams),
         record.OVERRIDES: run_overrides(),

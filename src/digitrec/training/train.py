@@ -16,7 +16,7 @@ from digitrec.nets.checkpoint import export_model, load_checkpoint, resume_check
 from digitrec.tracking import record
 from digitrec.tracking.viewers import viewer_commands
 from digitrec.training.checkpoints import best_checkpoint
-from digitrec.training.console import print_summary
+from digitrec.training.console import print_summary, tested_images
 from digitrec.training.trainer import build_trainer, setup_run
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = {
         record.STATUS: record.OK,
         **{k: float(v) for k, v in test_results[0].items()},
+        "test/images": tested_images(trainer),
         record.VAL_ACC_BEST: float(val_acc_best) if val_acc_best is not None else None,
         record.EPOCHS: int(trainer.callback_metrics.get("epochs", trainer.current_epoch)),
         record.TRAIN_SECONDS: round(train_seconds, 2),

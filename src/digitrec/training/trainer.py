@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from digitrec.config.job import in_multirun
 from digitrec.errors import DigitrecError, RunFailed
 from digitrec.training.checkpoints import AtomicCheckpointIO
-from digitrec.training.console import progress_callbacks, quiet_lightning
+from digitrec.training.console import ShortModelSummary, progress_callbacks, quiet_lightning
 from digitrec.training.runtime import skip_futile_nvml_probe
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,27 @@ class TrainingWatch(L.Callback):
             )
 
 
+class LoggingInterval(L.Callback):
+    """A run with fewer training batches per epoch than trainer.log_every_n_steps (debug=limit, short
+    sweep jobs) would write no step values within an epoch, and Lightning warns about it: such a run
+    writes every epoch's last step instead, as the warning advises (the interval is the epoch's
+    length). Set at the start of fit, the first moment Lightning knows an epoch's batches; the
+    LightningModule reads the interval after this (callbacks' on_train_start hooks run first)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        batches = trainer.num_training_batches
+        if trainer.log_every_n_steps > 0 and math.isfinite(batches) and 0 < batches < trainer.log_every_n_steps:
+            trainer.log_every_n_steps = int(batches)
+
+
 def build_trainer(cfg: DictConfig, loggers: list | bool = False) -> L.Trainer:
     """A Trainer from cfg.trainer, with the progress display and checkpoint callbacks of cfg."""
     callbacks, show_bar = progress_callbacks(cfg.get("progress", "auto"))
+    callbacks.append(LoggingInterval())
+    # digitrec's short summary instead of Lightning's table (trainer.enable_model_summary=false: none).
+    show_summary = cfg.trainer.get("enable_model_summary")
+    if show_summary is None or show_summary:
+        callbacks.append(ShortModelSummary())
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not loggers:  # LearningRateMonitor refuses to start without a logger to write to
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
@@ -83,6 +101,7 @@ def build_trainer(cfg: DictConfig, loggers: list | bool = False) -> L.Trainer:
                 callbacks=callbacks,
                 logger=loggers,
                 enable_progress_bar=show_bar,
+                enable_model_summary=False,
                 enable_checkpointing=any(isinstance(c, L.pytorch.callbacks.ModelCheckpoint) for c in callbacks),
                 plugins=[AtomicCheckpointIO()],
                 **settings,
