@@ -734,11 +734,11 @@ def test_hparam_columns_name_each_record_and_its_arguments():
 
 
 def test_run_and_job_names_stay_readable_with_groups_and_targets():
-    from digitrec.config.naming import overrides_suffix
+    from digitrec.config.naming import short_overrides
 
-    name = overrides_suffix("model.optimizer._target_=torch.optim.RMSprop,model/net=cnn")
-    assert name == "_model.optimizer._target_=torch.optim.RMSprop,model-net=cnn" and "/" not in name
-    assert overrides_suffix("data/augment=elastic,model.net.channels=[8,16]") == "_data-augment=elastic,model.net.channels=[8,16]"
+    name = short_overrides(["model.optimizer._target_=torch.optim.RMSprop", "model/net=cnn"])
+    assert name == "optimizer=RMSprop,net=cnn" and "/" not in name
+    assert short_overrides(["data/augment=elastic", "model.net.channels=[8,16]"]) == "augment=elastic,channels=[8,16]"
 
 
 @pytest.mark.slow
@@ -749,4 +749,4 @@ def test_a_sweep_over_groups_names_its_jobs_by_them(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert jobs == ["0_model-net=mlp", "1_model-net=cnn"], "what every job shares is left out of the job names"
+    assert jobs == ["0_net=mlp", "1_net=cnn"], "what every job shares is left out of the job names"

@@ -24,6 +24,9 @@ def viewer_commands(loggers: Mapping[str, Any] | None, folder: Path, sweep: bool
             if uri.startswith(SQLITE):
                 uri = SQLITE + str(Path(uri[len(SQLITE) :]).absolute())
             rows.append(("runs", f"mlflow ui --backend-store-uri {shlex.quote(uri)}" if uri.startswith(SQLITE) else f"MLflow at {uri}"))
+        elif target.endswith(".WandbLogger"):
+            # The folder quoted, the glob not: the shell expands it to each offline run.
+            rows.append(("W&B", f"wandb sync {shlex.quote(str(folder))}/{'*/' if sweep else ''}wandb/offline-run-*"))
         elif target.endswith(".CSVLogger"):
             rows.append(("metrics", str(folder / ("*" if sweep else "") / str(entry.get("name") or "") / "metrics.csv").replace("//", "/")))
     return rows
