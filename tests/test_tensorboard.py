@@ -109,7 +109,8 @@ def test_runs_share_one_root_and_are_named_by_what_differs(board):
     assert len(runs) == 3
     (single,) = [r for r in runs if r.startswith("train/runs/")]
     # What differs first, in short (TensorBoard's run list cuts long names at the end), then time and random id.
-    pattern = r"train/runs/epochs=1,limit_train_batches=20,limit_val_batches=2,log_every_n_steps=5_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}"
+    # (Longer than 60 characters: cut, with a hash of the whole.)
+    pattern = r"train/runs/epochs=1,limit_train_batches=20,limit_val_batches=2~[0-9a-f]{8}_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}"
     assert re.fullmatch(pattern, single), single
     swept = sorted(r for r in runs if r.startswith("train/multiruns/"))
     assert [r.rsplit("/", 1)[1] for r in swept] == ["0_lr=1e-3", "1_lr=3e-4"]
