@@ -96,7 +96,7 @@ def load_yaml(path: Path) -> dict:
 def test_the_one_cycle_rate_rises_then_falls_per_step(swapped_run):
     _, run_dir = swapped_run
     curves, images = event_data(run_dir)
-    lr = curves["train/lr"]
+    lr = curves["curves/lr/train"]
     steps = [step for step, _ in lr]
     values = [value for _, value in lr]
     assert len(lr) >= 8 and steps == sorted(steps), "logged per step (every 2 of 20), not per epoch"
@@ -145,7 +145,7 @@ def test_sgd_warmup_affine_and_early_stopping_train_too(tmp_path):
     config = load_yaml(run_dir / ".hydra" / "config.yaml")
     assert config["callbacks"]["early_stopping"]["_target_"] == "lightning.pytorch.callbacks.EarlyStopping"
     assert config["data"]["augment"]["elastic_alpha"] == 0.0
-    lr = event_data(run_dir)[0]["train/lr"]
+    lr = event_data(run_dir)[0]["curves/lr/train"]
     assert len({round(v, 8) for _, v in lr}) > 3 and max(v for _, v in lr) <= 0.05 + 1e-9
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import shlex
 import sqlite3
-from contextlib import closing
 from collections.abc import Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
