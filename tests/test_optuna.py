@@ -116,7 +116,7 @@ def test_a_search_stores_its_study_and_continues_it_after_a_kill(tmp_path):
     (study_dir,) = (tmp_path / "outputs" / "train" / "optuna").iterdir()
     named_by = sorted(a for a in TINY_TRAIN if not a.startswith("progress="))
     assert study_dir.name == study_name(named_by), "named by the command's overrides"
-    assert study_dir.name.startswith("search_epochs=1,limit_train_batches=20,"), "in short"
+    assert study_dir.name.startswith("search_limit_train_batches=20,limit_val_batches=2,epochs=1_"), "in short"
     # Each trial's folder leads with the searched lr, in short (TensorBoard shows ~30 characters of a name).
     assert all(re.match(r"\d+_lr=[\d.e-]+,bs=\d+,hidden=", p.name) for p in study_dir.glob("*_*") if p.is_dir()), list(study_dir.iterdir())
     study = load_study(study_dir)
