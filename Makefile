@@ -19,7 +19,7 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e ".[dev,onnx,serve,mlflow]"
+	$(BIN)/python -m pip install --progress-bar off -e ".[dev,onnx,serve,mlflow,wandb]"
 	touch $@
 
 install: $(VENV)/.installed data ## create .venv, install digitrec and its dependencies, get MNIST
@@ -87,8 +87,10 @@ LOGDIR ?= outputs
 tensorboard: $(VENV)/.installed ## TensorBoard over every run in outputs/ (or LOGDIR=...), on http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir $(LOGDIR) --host 127.0.0.1 --port 6006
 
+# One worker is plenty on this machine (MLflow's default of 4 takes ~25 s to start); the one deprecation
+# warning printed per worker (MLflow's own use of starlette.middleware.wsgi) is nothing a user can act on: silenced.
 mlflow: $(VENV)/.installed ## the MLflow UI over the runs of logger=mlflow (outputs/mlflow.db), on http://127.0.0.1:5000
-	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_DISABLE_TELEMETRY=true PYTHONWARNINGS='ignore:starlette.middleware.wsgi is deprecated' $(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 clean: ## remove caches and build files (never outputs/ or data/)
 	rm -rf .pytest_cache build dist src/*.egg-info

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from conftest import TINY_TRAIN, find_mnist_dir, run_digitrec
+from digitrec.config.naming import study_name
 
 SEARCH = ["hparams_search=optuna", "hydra.sweeper.n_trials=3", *TINY_TRAIN]
 
@@ -113,7 +115,10 @@ def test_a_search_stores_its_study_and_continues_it_after_a_kill(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     (study_dir,) = (tmp_path / "outputs" / "train" / "optuna").iterdir()
     named_by = sorted(a for a in TINY_TRAIN if not a.startswith("progress="))
-    assert study_dir.name == "search_" + ",".join(named_by), "named by the command's overrides"
+    assert study_dir.name == study_name(named_by), "named by the command's overrides"
+    assert study_dir.name.startswith("search_limit_train_batches=20,limit_val_batches=2,epochs=1_"), "in short"
+    # Each trial's folder leads with the searched lr, in short (TensorBoard shows ~30 characters of a name).
+    assert all(re.match(r"\d+_lr=[\d.e-]+,bs=\d+,hidden=", p.name) for p in study_dir.glob("*_*") if p.is_dir()), list(study_dir.iterdir())
     study = load_study(study_dir)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
     recorded = job_metrics(study_dir)

@@ -96,7 +96,7 @@ def load_yaml(path: Path) -> dict:
 def test_the_one_cycle_rate_rises_then_falls_per_step(swapped_run):
     _, run_dir = swapped_run
     curves, images = event_data(run_dir)
-    lr = curves["train/lr"]
+    lr = curves["curves/lr/train"]
     steps = [step for step, _ in lr]
     values = [value for _, value in lr]
     assert len(lr) >= 8 and steps == sorted(steps), "logged per step (every 2 of 20), not per epoch"
@@ -145,7 +145,7 @@ def test_sgd_warmup_affine_and_early_stopping_train_too(tmp_path):
     config = load_yaml(run_dir / ".hydra" / "config.yaml")
     assert config["callbacks"]["early_stopping"]["_target_"] == "lightning.pytorch.callbacks.EarlyStopping"
     assert config["data"]["augment"]["elastic_alpha"] == 0.0
-    lr = event_data(run_dir)[0]["train/lr"]
+    lr = event_data(run_dir)[0]["curves/lr/train"]
     assert len({round(v, 8) for _, v in lr}) > 3 and max(v for _, v in lr) <= 0.05 + 1e-9
 
 
@@ -734,11 +734,11 @@ def test_hparam_columns_name_each_record_and_its_arguments():
 
 
 def test_run_and_job_names_stay_readable_with_groups_and_targets():
-    from digitrec.config.naming import overrides_suffix
+    from digitrec.config.naming import short_overrides
 
-    name = overrides_suffix("model.optimizer._target_=torch.optim.RMSprop,model/net=cnn")
-    assert name == "_model.optimizer._target_=torch.optim.RMSprop,model-net=cnn" and "/" not in name
-    assert overrides_suffix("data/augment=elastic,model.net.channels=[8,16]") == "_data-augment=elastic,model.net.channels=[8,16]"
+    name = short_overrides(["model.optimizer._target_=torch.optim.RMSprop", "model/net=cnn"])
+    assert name == "optimizer=RMSprop,net=cnn" and "/" not in name
+    assert short_overrides(["data/augment=elastic", "model.net.channels=[8,16]"]) == "augment=elastic,channels=[8,16]"
 
 
 @pytest.mark.slow
@@ -749,4 +749,4 @@ def test_a_sweep_over_groups_names_its_jobs_by_them(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
-    assert jobs == ["0_model-net=mlp", "1_model-net=cnn"], "what every job shares is left out of the job names"
+    assert jobs == ["0_net=mlp", "1_net=cnn"], "what every job shares is left out of the job names"

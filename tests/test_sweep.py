@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import TINY_TRAIN, find_mnist_dir, run_digitrec
-from digitrec.config.naming import overrides_suffix
+from digitrec.config.naming import safe, short_number, short_overrides, study_name, swept_keys
 from digitrec.sweeps.sweep import write_summary
 
 # --- the summary, from job directories written here -----------------------------------------
@@ -113,12 +113,41 @@ def test_summary_numbers_show_4_significant_digits_and_the_csv_keeps_them_all(tm
     assert rows[1]["reason"] == reason
 
 
-def test_directory_names_say_what_differs_without_nesting_or_overflowing():
-    assert overrides_suffix("") == ""
-    assert overrides_suffix("data.batch_size=64,model.optimizer.lr=0.001") == "_data.batch_size=64,model.optimizer.lr=0.001"
-    assert "/" not in overrides_suffix("data.data_dir=/some/where")
-    long_a, long_b = overrides_suffix("x" * 300 + "a"), overrides_suffix("x" * 300 + "b")
-    assert len(long_a) <= 121 and long_a != long_b
+def test_directory_names_say_what_differs_in_short_without_nesting_or_overflowing():
+    assert short_overrides([]) == ""
+    assert short_overrides(["model.optimizer.lr=0.0003", "data.batch_size=64"]) == "lr=3e-4,bs=64", "in the command's order"
+    assert short_overrides(["data.data_dir=/some/where", "seed=1"], exclude=["data.data_dir"]) == "seed=1", "excluded keys left out"
+    assert "/" not in short_overrides(["+data.foo=/some/where"])
+    long_a, long_b = safe("x" * 300 + "a"), safe("x" * 300 + "b")
+    assert len(long_a) <= 60 and long_a != long_b
+
+
+@pytest.mark.parametrize(
+    "typed, shown",
+    [("0.0003", "3e-4"), ("3e-4", "3e-4"), ("0.001", "1e-3"), ("1000000.0", "1e6"), ("0.01", "0.01"), ("0.5", "0.5"), ("100", "100"), ("-1", "-1"),
+     ("1e-05", "1e-5"), ("0.007231563192959944", "0.007231563192959944"), ("2.5e-4", "2.5e-4"), ("nan", "nan"), ("adam", "adam")],
+)  # fmt: skip
+def test_numbers_in_names_take_their_shortest_exact_form(typed, shown):
+    assert short_number(typed) == shown
+    if shown not in ("nan", "adam"):
+        assert float(shown) == float(typed), "exact: the same number"
+
+
+def test_keys_are_named_by_their_last_part_unless_two_would_read_alike():
+    name = short_overrides(
+        ["model.optimizer._target_=torch.optim.RMSprop", "model/net=cnn", "model.net.hidden_sizes=[500,100]", "trainer.max_epochs=3"]
+    )
+    assert name == "optimizer=RMSprop,net=cnn,hidden=[500,100],epochs=3"
+    assert short_overrides(["model.net.dropout=0.1", "data.augment.dropout=0.2"]) == "net.dropout=0.1,augment.dropout=0.2"
+    assert swept_keys(["model.optimizer.lr=1e-3,3e-4", "data.batch_size=64,128", "trainer.max_epochs=1"], exclude=["trainer.max_epochs"]) == "lr,bs"
+
+
+def test_a_study_is_named_by_its_command_and_two_commands_never_share_one():
+    assert study_name([]) == "search"
+    assert study_name(["trainer.max_epochs=3", "seed=1"]) == study_name(["seed=1", "trainer.max_epochs=3"]), "the same command, any order"
+    assert study_name(["trainer.max_epochs=3"]).startswith("search_epochs=3_")
+    # Two keys whose short names read alike: still two studies.
+    assert study_name(["model.net.dropout=0.1"]) != study_name(["data.augment.dropout=0.1"])
 
 
 # --- pre-checks of a sweep: one line, before any job ------------------------------------------
@@ -159,21 +188,19 @@ def sweep(tmp_path_factory):
 def test_each_job_has_its_own_directory_named_by_what_differs(sweep):
     _, sweep_dir, _ = sweep
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
-    assert jobs == ["0_model.optimizer.lr=0.1", "1_model.optimizer.lr=-1", "2_model.optimizer.lr=1000000.0"]
-    config = yaml.safe_load((sweep_dir / "0_model.optimizer.lr=0.1" / ".hydra" / "config.yaml").read_text())
+    assert jobs == ["0_lr=0.1", "1_lr=-1", "2_lr=1e6"], "what differs, in short: the full overrides are in .hydra/"
+    assert sweep_dir.name.startswith("lr_"), "the sweep's folder says what it sweeps"
+    config = yaml.safe_load((sweep_dir / "0_lr=0.1" / ".hydra" / "config.yaml").read_text())
     optimizer = config["model"]["optimizer"]
     assert optimizer["lr"] == 0.1 and optimizer["_target_"] == "torch.optim.SGD" and config["trainer"]["max_epochs"] == 1
-    assert (sweep_dir / "0_model.optimizer.lr=0.1" / "checkpoints" / "last.ckpt").is_file()
-    assert list((sweep_dir / "0_model.optimizer.lr=0.1").glob("events.out.tfevents.*"))
+    assert (sweep_dir / "0_lr=0.1" / "checkpoints" / "last.ckpt").is_file()
+    assert list((sweep_dir / "0_lr=0.1").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.slow
 def test_failed_jobs_are_recorded_and_the_sweep_goes_on(sweep):
     _, sweep_dir, result = sweep
-    good, bad, diverged = (
-        json.loads((sweep_dir / name / "metrics.json").read_text())
-        for name in ("0_model.optimizer.lr=0.1", "1_model.optimizer.lr=-1", "2_model.optimizer.lr=1000000.0")
-    )
+    good, bad, diverged = (json.loads((sweep_dir / name / "metrics.json").read_text()) for name in ("0_lr=0.1", "1_lr=-1", "2_lr=1e6"))
     assert good["status"] == "ok" and 0.5 < good["test/acc"] <= 1 and good["epochs"] == 1
     assert bad == {
         **bad,
@@ -219,7 +246,7 @@ def test_two_sweeps_started_in_the_same_second_get_their_own_directories(tmp_pat
     sweeps = list((tmp_path / "outputs" / "train" / "multiruns").iterdir())
     assert len(sweeps) == 2
     for sweep_dir in sweeps:
-        assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0_model.optimizer.lr=0.001", "1_model.optimizer.lr=0.0003"]
+        assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0_lr=1e-3", "1_lr=3e-4"]
 
 
 @pytest.mark.slow

@@ -22,10 +22,20 @@ from PIL import Image
 
 from conftest import REPO, TINY_TRAIN, run_digitrec
 from digitrec.tracking.figures import confusion_matrix_figure, misclassified_grid
-from digitrec.tracking.tensorboard import hparam_value
+from digitrec.tracking.tensorboard import hparam_value, tensorboard_tag
 
 STEPS = [*TINY_TRAIN, "trainer.log_every_n_steps=5"]
-SCALARS = {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best", "train/lr", "test/acc", "test/loss"}
+# The training and validation curves under curves/ (the first card group of Time Series), by metric then stage.
+SCALARS = {
+    "curves/loss/train_step",
+    "curves/loss/train",
+    "curves/acc/train",
+    "curves/loss/val",
+    "curves/acc/val",
+    "curves/acc/val_best",
+    "curves/lr/train",
+}
+SCALARS |= {"test/acc", "test/loss"}
 
 
 def free_port() -> int:
@@ -98,12 +108,13 @@ def test_runs_share_one_root_and_are_named_by_what_differs(board):
     _, runs, _ = board
     assert len(runs) == 3
     (single,) = [r for r in runs if r.startswith("train/runs/")]
-    # What differs first (TensorBoard's run list cuts long names at the end), then time and random id.
-    assert re.fullmatch(r"train/runs/trainer\.limit_train_batches=20,\S*trainer\.max_epochs=1_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", single), (
-        single
-    )
+    # What differs first, in short (TensorBoard's run list cuts long names at the end), then time and random id.
+    # (Longer than 60 characters: cut, with a hash of the whole.)
+    pattern = r"train/runs/epochs=1,limit_train_batches=20,limit_val_batches=2~[0-9a-f]{8}_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}"
+    assert re.fullmatch(pattern, single), single
     swept = sorted(r for r in runs if r.startswith("train/multiruns/"))
-    assert [r.rsplit("/", 1)[1] for r in swept] == ["0_model.optimizer.lr=0.001", "1_model.optimizer.lr=0.0003"]
+    assert [r.rsplit("/", 1)[1] for r in swept] == ["0_lr=1e-3", "1_lr=3e-4"]
+    assert re.fullmatch(r"train/multiruns/lr_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", swept[0].rsplit("/", 1)[0]), "the sweep says what it sweeps"
     assert len({r.rsplit("/", 1)[0] for r in swept}) == 1, "one sweep directory: its curves overlay"
 
 
@@ -115,12 +126,12 @@ def test_scalars_list_the_training_curves_and_return_points(board):
         assert SCALARS <= set(tags[run]), SCALARS - set(tags[run])
         assert "epoch" not in tags[run], "no epoch counter as the first card group, above the curves"
     run = runs[0]
-    val_acc = server.get("/data/plugin/scalars/scalars", run=run, tag="val/acc")
+    val_acc = server.get("/data/plugin/scalars/scalars", run=run, tag="curves/acc/val")
     assert len(val_acc) == 1 and 0.5 < val_acc[0][2] <= 1, "one epoch: one point of [wall time, step, value]"
-    loss = server.get("/data/plugin/scalars/scalars", run=run, tag="train/loss_step")
+    loss = server.get("/data/plugin/scalars/scalars", run=run, tag="curves/loss/train_step")
     assert [step for _, step, _ in loss] == [4, 9, 14, 19], "every 5 steps of 20"
-    lr = server.get("/data/plugin/scalars/scalars", run=run, tag="train/lr")
-    assert lr and all(value == pytest.approx(1e-3 if "0.0003" not in run else 3e-4) for _, _, value in lr)
+    lr = server.get("/data/plugin/scalars/scalars", run=run, tag="curves/lr/train")
+    assert lr and all(value == pytest.approx(1e-3 if "3e-4" not in run else 3e-4) for _, _, value in lr)
 
 
 @pytest.mark.slow
@@ -129,7 +140,10 @@ def test_custom_scalars_put_training_and_validation_in_one_chart(board):
     layout = server.get("/data/plugin/custom_scalars/layout")
     (category,) = layout["category"]
     charts = {chart["title"]: chart["multiline"]["tag"] for chart in category["chart"]}
-    assert charts == {"loss": ["^train/loss_epoch$", "^val/loss$"], "accuracy": ["^train/acc$", "^val/acc$", "^val/acc_best$"]}
+    assert charts == {
+        "loss": ["^curves/loss/train$", "^curves/loss/val$"],
+        "accuracy": ["^curves/acc/train$", "^curves/acc/val$", "^curves/acc/val_best$"],
+    }
 
 
 @pytest.mark.slow
@@ -142,19 +156,22 @@ def test_hparams_tab_has_each_runs_settings_and_results(board):
         "startIndex": 0,
         "sliceSize": 100,
     }
+    experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": ""})
+    shown = {m["name"]["tag"]: m.get("displayName") for m in experiment["metricInfos"]}
+    assert shown == {"curves/acc/val_best": "val/acc_best", "test/acc": "test/acc"}, "the metrics by their names everywhere else"
     groups = server.post("/data/plugin/hparams/session_groups", request)["sessionGroups"]
     by_run = {g["sessions"][0]["name"]: g for g in groups}
     assert set(by_run) == set(runs)
     for run, group in by_run.items():
         hparams = group["hparams"]
-        assert hparams["model.optimizer.lr"] == pytest.approx(3e-4 if "0.0003" in run else 1e-3)
+        assert hparams["model.optimizer.lr"] == pytest.approx(3e-4 if "3e-4" in run else 1e-3)
         assert hparams["model.net.hidden_sizes"] == "[500, 100]" and hparams["data.batch_size"] == "100"
         assert hparams["experiment"] == "none" and hparams["model.optimizer"] == "Adam" and hparams["model.net"] == "MLP"
         assert hparams["model.scheduler"] == "none" and hparams["data.augment"] == "none" and hparams["model.net.dropout"] == 0.0
         metrics = json.loads((outputs / run / "metrics.json").read_text())
         values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-        assert set(values) == {"val/acc_best", "test/acc"}
-        assert values["test/acc"] == pytest.approx(metrics["test/acc"]) and values["val/acc_best"] == pytest.approx(metrics["val/acc_best"])
+        assert set(values) == {"curves/acc/val_best", "test/acc"}
+        assert values["test/acc"] == pytest.approx(metrics["test/acc"]) and values["curves/acc/val_best"] == pytest.approx(metrics["val/acc_best"])
 
 
 @pytest.mark.slow
@@ -202,6 +219,18 @@ def test_misclassified_grid_shows_each_digit_with_its_labels():
     picture = misclassified_grid(images, np.arange(10), (np.arange(10) + 1) % 10, total=37)
     assert picture.shape == (24 + 2 * (56 + 16 + 4), 8 * 60 + 4, 3)
     assert picture[24 + 28, 4 + 28].tolist() == [255, 255, 255], "the digit, scaled 2x"
+
+
+@pytest.mark.parametrize(
+    "name, tag",
+    [("train/loss_epoch", "curves/loss/train"), ("train/loss_step", "curves/loss/train_step"), ("train/acc", "curves/acc/train"),
+     ("val/loss", "curves/loss/val"), ("val/acc", "curves/acc/val"), ("val/acc_best", "curves/acc/val_best"), ("train/lr", "curves/lr/train"),
+     ("test/acc", "test/acc"), ("test/loss", "test/loss"), ("epoch", "epoch")],
+)  # fmt: skip
+def test_the_curves_are_one_card_group_and_sort_before_the_test_points(name, tag):
+    """TensorBoard's Time Series shows one card group per tag prefix, sorted by name: curves/ first."""
+    assert tensorboard_tag(name) == tag
+    assert tensorboard_tag(name).split("/")[0] <= "test" or name == "epoch"
 
 
 @pytest.mark.parametrize("value, shown", [([500, 100], "[500, 100]"), (None, "none"), (100, "100"), (1e-3, 1e-3), ("adam", "adam"), (True, True)])

@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from digitrec.config.checks import check_added_keys, check_config, check_writable
-from digitrec.config.naming import overrides_suffix
+from digitrec.config.naming import study_name
 from digitrec.errors import EXIT_FAILED_RUN, DigitrecError
 
 # Keys that change neither a job's result nor what a search finds: left out of a study's name.
@@ -159,8 +159,7 @@ def name_sweep(config: DictConfig) -> None:
         shared = [o.key_or_group for o in parsed if not o.is_sweep_override()]
         naming["hydra.job.config.override_dirname.exclude_keys"] = [*config.hydra.job.config.override_dirname.exclude_keys, *shared]
     if str(config.hydra.sweeper.get("_target_", "")).endswith("ResumableOptunaSweeper") and "hydra.sweeper.study_name" not in hydra_keys:
-        command = sorted(o.input_line for o in parsed if o.key_or_group not in UNNAMED_KEYS)
-        naming["hydra.sweeper.study_name"] = f"search{overrides_suffix(','.join(command))}"
+        naming["hydra.sweeper.study_name"] = study_name([o.input_line for o in parsed if o.key_or_group not in UNNAMED_KEYS])
     with read_write(config.hydra), open_dict(config.hydra):
         for key, value in naming.items():
             OmegaConf.update(config, key, value, merge=False)

@@ -10,6 +10,7 @@ logger=mlflow, and MLflow itself only when the logger starts.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -24,6 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from digitrec.errors import DigitrecError
 
 SQLITE = "sqlite:///"
+# MLflow 3's UI opens an experiment on its GenAI overview (traces, latency) unless the experiment says
+# it is model training: then on its runs table. The tag and value are those the UI reads.
+CLASSIC_ML = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -74,8 +78,9 @@ class MLflowLogger(MLFlowLogger):
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         hydra = HydraConfig.get() if HydraConfig.initialized() else None
         if hydra is not None and hydra.mode == RunMode.MULTIRUN:
-            # One experiment per sweep: train/multiruns/<sweep> or train/optuna/<study>.
-            experiment_name = "/".join([experiment_name, *Path(hydra.sweep.dir).parts[-2:]])
+            # One experiment per sweep, named as its folder (what it sweeps, the time, an id: lr,bs_<time>_<id>)
+            # or its Optuna study (search_<the command's overrides>): MLflow's list shows ~20 characters.
+            experiment_name = Path(hydra.sweep.dir).name
         run_dir = Path(hydra.runtime.output_dir) if hydra is not None else None
         if run_name is None and run_dir is not None:
             run_name = run_dir.name
@@ -97,10 +102,14 @@ class MLflowLogger(MLFlowLogger):
 
         from mlflow import MlflowClient
 
-        with store_lock(db) if db is not None else _no_lock():
+        with store_lock(db) if db is not None else _no_lock(), quiet_store_setup():
             client = MlflowClient(tracking_uri)
-            if client.get_experiment_by_name(experiment_name) is None:
-                client.create_experiment(experiment_name, artifact_location=artifact_location)
+            experiment = client.get_experiment_by_name(experiment_name)
+            if experiment is None:
+                client.create_experiment(experiment_name, artifact_location=artifact_location, tags=CLASSIC_ML)
+            elif any(experiment.tags.get(k) != v for k, v in CLASSIC_ML.items()):
+                for key, value in CLASSIC_ML.items():
+                    client.set_experiment_tag(experiment.experiment_id, key, value)
         super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=tracking_uri, tags=tags, **kwargs)
         self.params_logged = False
 
@@ -118,3 +127,18 @@ class MLflowLogger(MLFlowLogger):
 @contextmanager
 def _no_lock():
     yield
+
+
+@contextmanager
+def quiet_store_setup():
+    """A new SQLite store is set up by database migrations that log a dozen INFO lines (alembic's and
+    MLflow's own): not news for a user, who asked for a run. Warnings and errors still show."""
+    loggers = [logging.getLogger(name) for name in ("alembic", "mlflow.store.db.utils", "mlflow.store.tracking.sqlalchemy_store")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

@@ -21,13 +21,32 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from digitrec.nets.networks import as_unit_float
 from digitrec.tracking.figures import confusion_matrix_figure, misclassified_grid
 
+# TensorBoard's Time Series shows one card group per tag prefix, groups sorted by name: under the
+# metric names (test/acc, train/loss, val/acc) the single test points would come first and the
+# curves a screen or more below. So the TensorBoard logger writes the training and validation curves
+# under `curves/`, by metric and then stage (curves/acc/train beside curves/acc/val), and the first
+# group is the curves; `test/...` (the test points and figures) follows. The names stay everywhere
+# else (metrics.json, callbacks, monitors, MLflow, CSV).
+CURVES = "curves"
+STAGES = ("train", "val")
+
+
+def tensorboard_tag(name: str) -> str:
+    """train/loss_epoch -> curves/loss/train, train/loss_step -> curves/loss/train_step,
+    val/acc_best -> curves/acc/val_best, train/lr -> curves/lr/train; test/... and the rest unchanged."""
+    stage, _, metric = name.partition("/")
+    if stage not in STAGES or not metric:
+        return name
+    base, _, detail = metric.partition("_")
+    return f"{CURVES}/{base}/{stage}" + (f"_{detail}" if detail and detail != "epoch" else "")
+
 
 class TensorBoardLogger(LightningTensorBoardLogger):
-    """Lightning's TensorBoardLogger without its `epoch` scalar: a counter that TensorBoard would
-    show as the first card group, above the curves (the step axis already says where a run is)."""
+    """Lightning's TensorBoardLogger with the curves first in TensorBoard (`tensorboard_tag`) and without
+    its `epoch` scalar: a counter that would be a card group of its own (the step axis says where a run is)."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+        super().log_metrics({tensorboard_tag(k): v for k, v in metrics.items() if k != "epoch"}, step)
 
 
 def tensorboard_loggers(trainer: L.Trainer) -> list[LightningTensorBoardLogger]:
@@ -87,30 +106,71 @@ def hparam_columns(hparams: Mapping[str, Any]) -> dict[str, int | float | str | 
 
 CURVES_LAYOUT = {
     "train vs val": {
-        "loss": ["Multiline", [r"^train/loss_epoch$", r"^val/loss$"]],
-        "accuracy": ["Multiline", [r"^train/acc$", r"^val/acc$", r"^val/acc_best$"]],
+        "loss": ["Multiline", [f"^{tensorboard_tag('train/loss_epoch')}$", f"^{tensorboard_tag('val/loss')}$"]],
+        "accuracy": ["Multiline", [f"^{tensorboard_tag(name)}$" for name in ("train/acc", "val/acc", "val/acc_best")]],
     }
 }
+
+
+def overridden_columns(overrides: Sequence[str], exclude: Sequence[str]) -> dict[str, str]:
+    """The HParams column of each key the command set (in a sweep's job: the swept keys, the shared
+    ones being excluded), with the value as typed: model/net=cnn -> model.net, model.optimizer._target_
+    -> model.optimizer."""
+    excluded = {str(k).lstrip("+~") for k in exclude}
+    columns = {}
+    for override in overrides:
+        key, _, value = str(override).partition("=")
+        key = key.strip().lstrip("+~")
+        if key in excluded or key.startswith("hydra."):
+            continue
+        columns[key.replace("/", ".").removesuffix("._target_")] = value.strip()
+    return columns
+
+
+def experiment_summary(summary, differs: set[str], metrics: Sequence[str]):
+    """torch's HParams experiment summary with the columns TensorBoard should show first: it shows 5
+    hparams by default, those marked `differs` first, and the first 5 metrics. The metrics go by their
+    TensorBoard tags (curves/acc/val_best), named as everywhere else (val/acc_best)."""
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    plugin_data = summary.value[0].metadata.plugin_data
+    data = HParamsPluginData.FromString(plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in differs
+    for info in data.experiment.metric_infos:
+        info.display_name = next((m for m in metrics if tensorboard_tag(m) == info.name.tag), info.name.tag)
+    plugin_data.content = data.SerializeToString()
+    return summary
 
 
 class HParamsSummary(L.Callback):
     """Records the run's hyperparameters for the HParams tab, with the metrics it should show.
 
     The metric values are not written here: TensorBoard reads the last value of each metric's
-    scalar curve in the same run (val/acc_best per epoch, test/acc at the end).
+    scalar curve in the same run (curves/acc/val_best per epoch, test/acc at the end). The columns
+    shown by default are the keys the command set (a sweep's swept keys) and the metrics.
     """
 
     def __init__(self, hparams: Mapping[str, Any], metrics: Sequence[str] = ("val/acc_best", "test/acc")) -> None:
         self.values = hparam_columns(hparams)
+        self.differs: set[str] = set()
         # Read now, in the process Hydra started: spawned device processes have no Hydra config.
         if HydraConfig.initialized():
-            self.values = {"experiment": hparam_value(HydraConfig.get().runtime.choices.get("experiment")), **self.values}
+            hydra = HydraConfig.get()
+            self.values = {"experiment": hparam_value(hydra.runtime.choices.get("experiment")), **self.values}
+            # What differs between runs (a sweep's swept keys, a run's overrides) is ticked in the
+            # HParams tab by default; a key without a column of its own gets one.
+            overridden = overridden_columns(hydra.overrides.task, hydra.job.config.override_dirname.exclude_keys)
+            for column, value in overridden.items():
+                self.values.setdefault(column, hparam_value(value))
+            self.differs = set(overridden)
         self.metrics = list(metrics)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for logger in tensorboard_loggers(trainer):
             # What Lightning's own log_hyperparams writes, minus its placeholder metric values.
-            summaries = hparams_summaries(self.values, dict.fromkeys(self.metrics, 0.0))
+            experiment, *sessions = hparams_summaries(self.values, dict.fromkeys(map(tensorboard_tag, self.metrics), 0.0))
+            summaries = [experiment_summary(experiment, self.differs, self.metrics), *sessions]
             # SummaryWriter.add_hparams would write them into a new sub-run; its public file_writer
             # writes them into this run, beside the curves, as Lightning's own log_hyperparams does.
             writer = logger.experiment.file_writer
