@@ -145,5 +145,6 @@ def test_the_end_of_a_run_says_how_to_see_it_with_the_logger_used(logger, label,
     (hint,) = [line.split(None, 1)[1] for line in result.stdout.splitlines() if line.strip().startswith(f"{label} ")]
     assert hint.startswith(command), hint
     assert ("tensorboard" in hint) == (logger == "tensorboard") and ("mlflow" in hint) == (logger == "mlflow")
-    target = Path(shlex.split(hint)[-1].removeprefix("sqlite:///"))
+    words = shlex.split(hint)
+    target = Path(words[words.index("--logdir" if logger == "tensorboard" else "--backend-store-uri") + 1].removeprefix("sqlite:///"))
     assert target.is_absolute() and target.exists(), "the hint works from any folder"

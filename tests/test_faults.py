@@ -309,7 +309,7 @@ def test_a_divergent_lr_in_a_sweep_is_a_failed_job_and_the_sweep_exits_1_after_i
     assert "failed: training " in result.stdout
     assert result.stderr.strip().splitlines()[-1] == "digitrec: error: 1 of the sweep's jobs failed (see the status column above)"
     (sweep_dir,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
-    failed = json.loads((sweep_dir / "1_model.optimizer.lr=1000" / "metrics.json").read_text())
+    failed = json.loads((sweep_dir / "1_lr=1000" / "metrics.json").read_text())
     assert failed["status"] == "failed" and "model.optimizer.lr" in failed["reason"]
 
 

@@ -65,8 +65,19 @@ def leading_comment(text: str) -> list[str]:
 
 
 def first_sentence(lines: list[str], limit: int = 110) -> str:
-    """Up to the first full stop outside parentheses (the comment's own summary)."""
-    text = " ".join(line for line in lines if line).strip()
+    """Up to the first full stop outside parentheses (the comment's own summary), within its first
+    paragraph and before an example command ("...:   digitrec train trainer=cpu")."""
+    paragraph = []
+    for line in lines:
+        if not line or line.startswith(("digitrec ", "pip ")):
+            break
+        paragraph.append(line)
+    text = " ".join(paragraph).strip()
+    example = text.find("   digitrec ")
+    if example > 0:
+        text = text[:example]
+    if text.endswith(":"):
+        text = text.rstrip(" :") + "."
     depth = 0
     for i, char in enumerate(text):
         depth += {"(": 1, ")": -1}.get(char, 0)

@@ -25,13 +25,15 @@ if not OmegaConf.has_resolver("run_id"):
 
 # Names for keys whose last part is long or unclear alone.
 SHORT_KEYS = {"batch_size": "bs", "max_epochs": "epochs", "weight_decay": "wd", "label_smoothing": "smoothing", "hidden_sizes": "hidden"}
+# Numbers with this many significant digits or more (after the first) are sampled, not typed: shown to 4.
+SAMPLED_DIGITS = 6
 # Names longer than this are cut and end in a hash of the whole, which keeps two cut names apart.
 LIMIT = 60
 
 
 def short_number(text: str) -> str:
-    """A number in its shortest exact form (0.0003 -> 3e-4, 1000000.0 -> 1e6, 0.01 stays); anything
-    else as it is."""
+    """A number in its shortest exact form (0.0003 -> 3e-4, 1000000.0 -> 1e6, 0.01 stays), or to 4
+    significant digits when that form is 7 digits or more; anything else as it is."""
     text = text.strip()
     if re.fullmatch(r"[+-]?\d+", text):
         return str(int(text))
@@ -50,6 +52,12 @@ def short_number(text: str) -> str:
         scientific = f"{mantissa}e{int(exponent)}"
         if float(scientific) == value:
             break
+    if digits >= SAMPLED_DIGITS:
+        # A number nobody typed (an Optuna trial's 0.007231563192959944) would fill the name alone:
+        # 4 significant digits, 7.232e-3. The trial's number keeps its folder unique; .hydra/ keeps the value.
+        mantissa, exponent = f"{value:.3e}".split("e")
+        scientific, plain = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}", f"{value:.4g}"
+        return plain if len(plain) < len(scientific) and "e" not in plain else scientific
     return scientific if len(scientific) < len(plain) else plain
 
 

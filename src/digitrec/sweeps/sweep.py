@@ -134,7 +134,7 @@ SHOWN_REASON = 100
 def fmt(value: Any, digits: int = SHOWN_DIGITS) -> str:
     if value is None:
         return ""
-    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+    return f"{value:#.{digits}g}" if isinstance(value, float) else str(value)  # 0.8710, not 0.871: columns line up
 
 
 def short_override(override: str) -> str:

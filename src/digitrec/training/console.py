@@ -37,13 +37,27 @@ class EpochLines(Callback):
 class EpochBar(RichProgressBar):
     """Lightning's live bar, counting epochs from 1 as the epoch lines and messages do ("Epoch 1/5").
 
-    Steps outside the public API in this one place: the bar's description has no public setting,
-    only RichProgressBar._get_train_description (0-based "Epoch 0/4"). If a Lightning release renames
-    it, the bar falls back to Lightning's own counting; nothing else changes."""
+    Lightning names the bar's task "Epoch 0/4" and offers no setting for it, so after Lightning has
+    set it (at an epoch's start, or at the first batch when a run resumes mid-epoch) the task is
+    relabelled through Rich's own Progress.update."""
 
-    def _get_train_description(self, current_epoch: int) -> str:
-        description = f"Epoch {current_epoch + 1}" + (f"/{self.trainer.max_epochs}" if self.trainer.max_epochs else "")
-        return description.ljust(len(self.validation_description))
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self.count_from_one(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        relabel = self.train_progress_bar_id is None
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if relabel:
+            self.count_from_one(trainer)
+
+    def count_from_one(self, trainer) -> None:
+        if self.progress is None or self.train_progress_bar_id is None:
+            return
+        description = f"Epoch {trainer.current_epoch + 1}" + (f"/{trainer.max_epochs}" if trainer.max_epochs else "")
+        description = description.ljust(len(self.validation_description))
+        styled = f"[{self.theme.description}]{description}" if self.theme.description else description
+        self.progress.update(self.train_progress_bar_id, description=styled)
 
 
 class ShortModelSummary(ModelSummary):
@@ -135,7 +149,7 @@ def test_set_text(images: int | None) -> str:
 def print_summary(title: str, metrics: dict[str, Any], viewers: list[tuple[str, str]] = ()) -> None:
     """The block at the end of a run; in a sweep job one line (the sweep's summary follows at its end)."""
     if in_multirun():
-        shown = "  ".join(f"{k} {metrics[k]:.4g}" for k in ("val/acc_best", "test/acc", "test/loss") if metrics.get(k) is not None)
+        shown = "  ".join(f"{k} {metrics[k]:#.4g}" for k in ("val/acc_best", "test/acc", "test/loss") if metrics.get(k) is not None)
         images = metrics.get("test/images")
         extra = f" on {images:,} test images" if images not in (None, MNIST_TEST_IMAGES) else ""
         print(f"digitrec: job {job_number()} {title}: {shown}{extra}  ({metrics.get('run_dir') or metrics.get('ckpt_path')})", flush=True)
