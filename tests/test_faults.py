@@ -213,10 +213,22 @@ def test_version_and_help(tmp_path):
 # --- runs that go wrong ---------------------------------------------------------------------------
 
 
+def answer_ctrl_c() -> None:
+    """Ctrl-C as a terminal delivers it, even when pytest itself runs in the background: a shell
+    starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_training(cwd: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir()), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "digitrec", "train", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "digitrec", "train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=answer_ctrl_c,
     )
 
 
