@@ -278,8 +278,8 @@ def newest_sweep(output_root: Path) -> Path:
 
 
 REPORT_USAGE = (
-    "usage: digitrec sweep-report [SWEEP_DIR]  (e.g. outputs/train/multiruns/<sweep>; none: the newest sweep under outputs/)\n"
-    "       digitrec sweep-report --storage URL --study NAME [SWEEP_DIR]  (every trial of an Optuna study, all workers)"
+    "usage: digitrec sweep-report [SWEEP_DIR]  (e.g. outputs/train/multiruns/<sweep>; none: the newest sweep under outputs/)"
+    " | digitrec sweep-report --storage URL --study NAME [SWEEP_DIR]  (an Optuna study's every trial, all workers)"
 )
 
 
