@@ -11,7 +11,7 @@ ARGS ?=
 export DIGITREC_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train eval sweep experiments search sweep-report test test-fast bench bench-smoke tensorboard mlflow lint clean
+.PHONY: help install data train eval sweep experiments search sweep-report test test-fast bench bench-search bench-smoke tensorboard mlflow lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ EPOCHS ?= 5
 
 bench: $(VENV)/.installed ## time digitrec against plain PyTorch loops into benchmarks/results/ (quicker: make bench ROUNDS=1 EPOCHS=2)
 	$(BIN)/python -m benchmarks.bench --rounds $(ROUNDS) --epochs $(EPOCHS) $(ARGS)
+
+bench-search: $(VENV)/.installed postgresql ## a 20-trial Optuna search on 1 vs 2 workers on one PostgreSQL, and the storages' cost per trial (about 5 min)
+	$(BIN)/python -m benchmarks.search_workers $(ARGS)
 
 bench-smoke: $(VENV)/.installed ## the benchmark on a tiny setting, into a temp folder: checks that it runs, measures nothing
 	$(BIN)/python -m benchmarks.bench --smoke $(ARGS)

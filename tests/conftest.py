@@ -70,71 +70,22 @@ def check_command(overrides: list[str], config_name: str = "train", until: str =
 # --- a real PostgreSQL server, for the searches and MLflow stores that many machines share --------------
 
 
-def free_port() -> int:
-    import socket
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on a loopback port in a temporary folder (benchmarks/postgres.py)."""
+    from benchmarks.postgres import bin_dir, running_server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def postgres_bin() -> Path:
-    """Debian's PostgreSQL (`make test` installs it with apt-get when missing)."""
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
-    if not candidates:
+    if bin_dir() is None:
         pytest.fail(
             "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): make test installs it, or apt-get install postgresql", pytrace=False
         )
-    return candidates[-1].parent
-
-
-POSTGRES_PASSWORD = "s3cret-pw"
-
-
-@pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory):
-    """A real PostgreSQL server on a loopback port in a temporary folder, with password logins
-    (user postgres, POSTGRES_PASSWORD); stopped and removed afterwards. PostgreSQL refuses to run
-    as root: as root it runs as the `postgres` user."""
-    import shutil
-    import tempfile
-
-    bin_dir, port = postgres_bin(), free_port()
-    # Not under pytest's tmp_path: the postgres user must reach it (root's folders are closed to it).
-    folder = Path(tempfile.mkdtemp(prefix="digitrec-pg-"))
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(folder, "postgres")
-    (folder / "pw").write_text(POSTGRES_PASSWORD)
-    data, log = folder / "data", folder / "server.log"
-
-    def run(*args: str) -> None:
-        subprocess.run([*as_postgres, *args], check=True, capture_output=True, timeout=120)
-
-    if as_postgres:
-        shutil.chown(folder / "pw", "postgres")
-    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256", f"--pwfile={folder / 'pw'}", "--no-sync")
-    # fsync off: a test server, thrown away afterwards.
-    options = f"-p {port} -k {folder} -h 127.0.0.1 -c fsync=off -c max_connections=200"
-    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
-    try:
-        yield f"postgresql://postgres:{POSTGRES_PASSWORD}@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(folder, ignore_errors=True)
+    with running_server() as url:
+        yield url
 
 
 @pytest.fixture
 def postgres_db(postgres_server, request) -> str:
     """A new database on the test server for one test: its URL (with the password)."""
-    import re
+    from benchmarks.postgres import new_database
 
-    import sqlalchemy
-
-    name = re.sub(r"\W", "_", request.node.name.lower())[:50]
-    engine = sqlalchemy.create_engine(f"{postgres_server}/postgres", isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return f"{postgres_server}/{name}"
+    return new_database(postgres_server, request.node.name)

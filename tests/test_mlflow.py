@@ -147,7 +147,7 @@ def mlflow_server(postgres_db, tmp_path):
     import time
     import urllib.request
 
-    from conftest import free_port
+    from benchmarks.postgres import free_port
 
     port = free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from conftest import POSTGRES_PASSWORD, find_mnist_dir, free_port, run_digitrec
+from benchmarks.postgres import PASSWORD as POSTGRES_PASSWORD
+from benchmarks.postgres import free_port
+from conftest import find_mnist_dir, run_digitrec
 from digitrec.sweeps import study as studies
 
 # Only the learning rate varies; trials are tiny (2 epochs of 5 batches, 2 test batches).

@@ -112,7 +112,7 @@ def exists(storage: str) -> bool:
 def open_storage(storage: str, heartbeat_interval: int | None = None, grace_period: int | None = None) -> optuna.storages.BaseStorage:
     """The Optuna storage, or one line saying why it cannot be opened (driver, URL, server, credentials).
     With a heartbeat interval: a worker's storage, which fails the stale trials of dead workers."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
     shown = masked(storage)
     if storage.startswith(JOURNAL):
@@ -127,7 +127,15 @@ def open_storage(storage: str, heartbeat_interval: int | None = None, grace_peri
             if heartbeat_interval:
                 retry = RetryHeartbeatStaleTrialCallback(max_retry=1)
                 heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period, "heartbeat_stale_trial_callback": retry}
-            return RDBStorage(real_url(storage), engine_kwargs={"pool_pre_ping": True}, **heartbeat)
+            for attempt in range(5):
+                try:
+                    return RDBStorage(real_url(storage), engine_kwargs={"pool_pre_ping": True}, **heartbeat)
+                except IntegrityError:
+                    # Workers started together on an empty database both create Optuna's tables: the one that
+                    # loses the race finds them made a moment later.
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.5 + attempt)
     except (ImportError, ModuleNotFoundError) as err:
         extra = "pip install -e '.[postgres]' (make install includes it)" if url.get_backend_name() == "postgresql" else f"install {err.name or 'it'}"
         raise DigitrecError(f"hydra.sweeper.storage={shown}: its database driver is not installed ({first_line(err)}): {extra}") from None
