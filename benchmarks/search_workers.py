@@ -3,7 +3,7 @@
     python -m benchmarks.search_workers [--trials 20] [--out benchmarks/results]
 
 1. Whole searches, one after the other, each in a fresh folder and database: `digitrec train
-   hparams_search=optuna` of --trials short trials (1 epoch of 20 batches, pruning off, 1 thread)
+   hparams_search=optuna` of --trials short trials (1 epoch of 100 batches, pruning off, 1 thread)
    with the default SQLite file and 1 worker, then on a real PostgreSQL server (benchmarks/postgres.py)
    with 1 worker and with 2 workers (the same command twice, at once). Wall time of each; the ratio
    2 workers / 1 worker on PostgreSQL.
@@ -32,7 +32,7 @@ from benchmarks.postgres import new_database, running_server
 REPO = Path(__file__).resolve().parents[1]
 SHORT_TRIAL = [
     "trainer.max_epochs=1",
-    "trainer.limit_train_batches=20",
+    "trainer.limit_train_batches=100",
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2",
     "callbacks.optuna_pruning=null",

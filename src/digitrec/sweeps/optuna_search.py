@@ -37,6 +37,10 @@ from digitrec.sweeps import study
 from digitrec.sweeps.sweep import JobPruned, short_params
 from digitrec.tracking import record
 
+# How often a worker with nothing left to ask looks whether the others' last trials ended: a
+# one-query look, so often enough that a finished search is not held up by its slowest poll.
+WAIT_POLL_SECONDS = 1.0
+
 log = logging.getLogger(__name__)
 
 
@@ -192,7 +196,7 @@ class OptunaSearch:
                 if not waiting_said:
                     log.info(f"study {self.study_name}: the last trials run on other workers; waiting for them to finish")
                     waiting_said = True
-                time.sleep(max(1, min(self.heartbeat_interval, 10)))
+                time.sleep(WAIT_POLL_SECONDS)
                 continue
             batch = self.within_the_study(search, [self.ask(search, space) for _ in range(min(self.n_jobs, free))])
             by_number = {trial.number: trial for trial in batch}
