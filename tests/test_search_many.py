@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from benchmarks.postgres import PASSWORD as POSTGRES_PASSWORD
 from benchmarks.postgres import free_port
 from conftest import find_mnist_dir, run_digitrec
+from digitrec.inference.predict import choose_checkpoint
 from digitrec.sweeps import study as studies
 
 # Only the learning rate varies; trials are tiny (2 epochs of 5 batches, 2 test batches).
@@ -191,6 +192,9 @@ def test_three_workers_share_one_study_and_a_killed_ones_trial_runs_again(kind, 
     assert pruned.state.name == "PRUNED" and list(pruned.intermediate_values) == [0]
     before = [t for t in trials if t.state.name == "COMPLETE" and t.datetime_complete < pruned.datetime_complete]
     assert {t.user_attrs[studies.WORKER_ATTR] for t in before} - {pruned.user_attrs[studies.WORKER_ATTR]}
+    # digitrec predict without --ckpt takes the study's best job, the study in a database or a journal.
+    ckpt, where = choose_checkpoint(tmp_path / "outputs" / "train")
+    assert ckpt.is_relative_to(study_dir) and f"sweep {study_dir}" in where, where
     # Each worker's closing summary and sweep-report show every trial of the study, with its worker.
     for output in outputs:
         assert f"{n_trials + 1} jobs:" in output and "its worker stopped mid-trial: its parameters ran again" in output

@@ -169,6 +169,8 @@ class OptunaSearch:
         direction = study_direction(self.config, self.direction)
         space = search_space(self.params, arguments)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # a SQLite file goes there, before any job
+        # As Hydra's own sweeper does: the folder says it is a sweep (digitrec predict looks for it).
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = study.open_storage(self.storage, self.heartbeat_interval, self.grace_period)
         search = optuna.create_study(study_name=self.study_name, storage=storage, direction=direction, load_if_exists=True)
