@@ -11,7 +11,7 @@ ARGS ?=
 export DIGITREC_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train eval sweep experiments search sweep-report test test-fast bench bench-smoke tensorboard mlflow lint clean
+.PHONY: help install data train eval sweep experiments search sweep-report test test-fast bench bench-search bench-smoke tensorboard mlflow lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e ".[dev,onnx,serve,mlflow,wandb]"
+	$(BIN)/python -m pip install --progress-bar off -e ".[dev,onnx,serve,mlflow,wandb,postgres]"
 	touch $@
 
 install: $(VENV)/.installed data ## create .venv, install digitrec and its dependencies, get MNIST
@@ -58,7 +58,15 @@ $(CHROMIUM):
 	@if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	else echo "make: $(CHROMIUM) is missing (the browser test of digitrec serve needs it): install it with 'sudo apt-get install chromium', then run make test again" >&2; exit 1; fi
 
-test: install $(CHROMIUM) ## run the whole test suite (the slow end-to-end tests too)
+# The tests of searches on many machines start a real PostgreSQL server of their own (tests/conftest.py,
+# postgres_server): Debian's postgresql, installed with apt-get when missing.
+.PHONY: postgresql
+postgresql:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	else echo "make: PostgreSQL is missing (the tests of searches on many machines start a server of their own): install it with 'sudo apt-get install postgresql', then run make test again" >&2; exit 1; fi
+
+test: install $(CHROMIUM) postgresql ## run the whole test suite (the slow end-to-end tests too)
 	$(BIN)/python -m pytest $(ARGS)
 
 test-fast: install ## run the fast tests only
@@ -70,6 +78,9 @@ EPOCHS ?= 5
 
 bench: $(VENV)/.installed ## time digitrec against plain PyTorch loops into benchmarks/results/ (quicker: make bench ROUNDS=1 EPOCHS=2)
 	$(BIN)/python -m benchmarks.bench --rounds $(ROUNDS) --epochs $(EPOCHS) $(ARGS)
+
+bench-search: $(VENV)/.installed postgresql ## a 20-trial Optuna search on 1 vs 2 workers on one PostgreSQL, and the storages' cost per trial (about 5 min)
+	$(BIN)/python -m benchmarks.search_workers $(ARGS)
 
 bench-smoke: $(VENV)/.installed ## the benchmark on a tiny setting, into a temp folder: checks that it runs, measures nothing
 	$(BIN)/python -m benchmarks.bench --smoke $(ARGS)

@@ -65,3 +65,27 @@ def check_command(overrides: list[str], config_name: str = "train", until: str =
         check_config(job_config(config))
     else:
         RunChecks().check_run(config, config_name)
+
+
+# --- a real PostgreSQL server, for the searches and MLflow stores that many machines share --------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on a loopback port in a temporary folder (benchmarks/postgres.py)."""
+    from benchmarks.postgres import bin_dir, running_server
+
+    if bin_dir() is None:
+        pytest.fail(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): make test installs it, or apt-get install postgresql", pytrace=False
+        )
+    with running_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_db(postgres_server, request) -> str:
+    """A new database on the test server for one test: its URL (with the password)."""
+    from benchmarks.postgres import new_database
+
+    return new_database(postgres_server, request.node.name)

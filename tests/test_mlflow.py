@@ -113,3 +113,97 @@ def test_make_mlflow_serves_the_store_on_loopback_only():
     (command,) = [line for line in dry.stdout.splitlines() if "mlflow ui" in line]
     assert re.search(r"--backend-store-uri sqlite:///outputs/mlflow\.db\b", command) and "--host 127.0.0.1" in command
     assert "--workers 1" in command and "PYTHONWARNINGS='ignore:starlette.middleware.wsgi is deprecated'" in command, "quick and quiet"
+
+
+@pytest.mark.slow
+def test_four_parallel_jobs_writing_the_local_store_lose_no_run(tmp_path):
+    """hydra/launcher=parallel: four job processes start together on one SQLite store; every run is there."""
+    lrs = ["1e-3", "2e-3", "3e-3", "4e-3"]
+    result = run_digitrec(
+        "train",
+        "-m",
+        "logger=mlflow",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=4",
+        f"model.optimizer.lr={','.join(lrs)}",
+        *TINY_TRAIN,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "database is locked" not in result.stdout + result.stderr
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    (sweep_dir,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    runs = runs_of(client, sweep_dir.name)
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 4
+    assert sorted(float(r.data.params["model.optimizer.lr"]) for r in runs) == [float(lr) for lr in lrs]
+    assert all("test/acc" in r.data.metrics for r in runs)
+
+
+@pytest.fixture
+def mlflow_server(postgres_db, tmp_path):
+    """A real `mlflow server` on loopback over a PostgreSQL backend store (artifacts served by it)."""
+    import time
+    import urllib.request
+
+    from benchmarks.postgres import free_port
+
+    port = free_port()
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", postgres_db, "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", "1", "--artifacts-destination", str(tmp_path / "server-artifacts")]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"mlflow server did not start: {server.stderr.read()[-2000:]}")
+            time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_two_workers_of_a_search_log_to_one_experiment_on_an_mlflow_server(mlflow_server, tmp_path):
+    """Two workers of one Optuna search (a journal file), each in its own folder as on its own machine,
+    logging to a real MLflow server backed by PostgreSQL: both runs in the study's one experiment."""
+    from mlflow import MlflowClient
+
+    journal = tmp_path / "search.log"
+    command = [
+        sys.executable,
+        "-m",
+        "digitrec",
+        "train",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage=journal:{journal}",
+    ]
+    command += [
+        "hydra.sweeper.study_name=shared",
+        "logger=mlflow",
+        f"logger.mlflow.tracking_uri={mlflow_server}",
+        *TINY_TRAIN,
+        "trainer.limit_test_batches=2",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    workers = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        workers.append(subprocess.Popen(command, cwd=tmp_path / name, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [w.communicate(timeout=400)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    client = MlflowClient(mlflow_server)
+    runs = runs_of(client, "shared")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    assert all("test/acc" in r.data.metrics for r in runs)
+    assert {r.data.tags["digitrec.run_dir"].split("/")[-6] for r in runs} <= {"a", "b"}
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "test")}
+    assert "test/metrics.json" in artifacts, "artifacts go to the server"

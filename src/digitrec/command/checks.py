@@ -158,13 +158,32 @@ def name_sweep(config: DictConfig) -> None:
     if "hydra.job.config.override_dirname.exclude_keys" not in hydra_keys:
         shared = [o.key_or_group for o in parsed if not o.is_sweep_override()]
         naming["hydra.job.config.override_dirname.exclude_keys"] = [*config.hydra.job.config.override_dirname.exclude_keys, *shared]
-    if str(config.hydra.sweeper.get("_target_", "")).endswith("ResumableOptunaSweeper") and "hydra.sweeper.study_name" not in hydra_keys:
+    if is_optuna_search(config) and "hydra.sweeper.study_name" not in hydra_keys:
         naming["hydra.sweeper.study_name"] = study_name([o.input_line for o in parsed if o.key_or_group not in UNNAMED_KEYS])
     with read_write(config.hydra), open_dict(config.hydra):
         for key, value in naming.items():
             OmegaConf.update(config, key, value, merge=False)
             quoted = "[" + ",".join(map(quote, value)) + "]" if isinstance(value, list) else quote(value)
             config.hydra.overrides.hydra.append(f"{key}={quoted}")
+
+
+def is_optuna_search(config: DictConfig) -> bool:
+    return str(config.hydra.sweeper.get("_target_", "")).endswith("ResumableOptunaSweeper")
+
+
+def hide_storage_password(config: DictConfig) -> None:
+    """A password in hydra.sweeper.storage leaves the config before Hydra writes it anywhere (.hydra/,
+    logs): the URL keeps ***, the search's processes read the password from the environment."""
+    from digitrec.sweeps.study import take_password_out
+
+    storage = str(config.hydra.sweeper.storage)
+    hidden = take_password_out(storage)
+    if hidden == storage:
+        return
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra.sweeper.storage = hidden
+        overrides = [o for o in config.hydra.overrides.hydra if not str(o).lstrip("+").startswith("hydra.sweeper.storage=")]
+        config.hydra.overrides.hydra = [*overrides, f"hydra.sweeper.storage={quote(hidden)}"]
 
 
 def quote(value: str) -> str:
@@ -214,6 +233,11 @@ class RunChecks(Callback):
         # The sweep's shared values only: swept ones are composed by the sweeper and checked in each job.
         check_added_keys(job_config(config), added_keys([o for o in parsed if not o.is_sweep_override()]), set(config.hydra.runtime.choices))
         name_sweep(config)
+        if is_optuna_search(config):
+            hide_storage_password(config)
+            from digitrec.sweeps.optuna_search import check_search  # Optuna and Lightning: imported only for a search
+
+            check_search(config)
         sweep_dir = None
         with contextlib.suppress(Exception):  # a sweep dir that names per-job values resolves only in the job
             sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")

@@ -18,6 +18,7 @@ commands:
   train [KEY=VALUE ...]     train a model (Hydra overrides; -m KEY=A,B for a sweep)
   eval ckpt_path=PATH       test a checkpoint on the official MNIST test set
   sweep-report [DIR]        the summary of a sweep (one row per job, best first), as CSV and markdown; no DIR: the newest
+  sweep-report --storage URL --study NAME   the summary of an Optuna study: every trial, all workers
   predict IMAGE [IMAGE ...] recognise the digit in image files (--help for options)
   export --ckpt PATH ...    write the model as ONNX or a plain state_dict (--help for options)
   serve [--port 8000]       a draw-a-digit page and an HTTP API on http://127.0.0.1:8000/ (--help for options)

@@ -82,6 +82,8 @@ class Job:
     name: str
     overrides: list[str]
     metrics: dict[str, Any] = field(default_factory=dict)
+    worker: str = ""  # an Optuna study's trial: the host:pid that ran it
+    folder: str = ""  # the job's directory, when it is not sweep_dir/name (another machine's)
 
     @property
     def status(self) -> str:
@@ -165,7 +167,7 @@ def status_text(job: Job) -> str:
     if job.status == record.PRUNED:
         return f"pruned {reason}"
     if job.status == "unfinished":
-        return "unfinished (interrupted, or still running)"
+        return f"unfinished: {reason}" if reason else "unfinished (interrupted, or still running)"
     return job.status
 
 
@@ -174,6 +176,9 @@ def markdown(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
     shared = common_overrides(jobs)
     metrics = metric_keys(objective)
     header = ["rank", "job", "overrides", *metrics, "epochs", "train time", "status"]
+    workers = any(job.worker for job in jobs)
+    if workers:
+        header.append("worker")
     rows = []
     for rank, job in standings(jobs, objective):
         seconds = job.metrics.get("train_seconds")
@@ -186,6 +191,7 @@ def markdown(sweep_dir: Path, jobs: list[Job], objective: str) -> str:
                 fmt(job.metrics.get("epochs")),
                 f"{seconds:.1f} s" if seconds is not None else "",
                 status_text(job),
+                *([job.worker] if workers else []),
             ]
         )
     counts = {s: sum(job.status == s for job in jobs) for s in (record.OK, record.PRUNED, record.FAILED, "unfinished")}
@@ -208,7 +214,7 @@ def write_csv(path: Path, sweep_dir: Path, jobs: list[Job], objective: str) -> N
     metrics = metric_keys(objective, record.OBJECTIVES)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["rank", "best", "job", "status", "reason", *metrics, "epochs", "train_seconds", "overrides", "run_dir"])
+        writer.writerow(["rank", "best", "job", "status", "reason", *metrics, "epochs", "train_seconds", "overrides", "run_dir", "worker"])
         for rank, job in standings(jobs, objective):
             writer.writerow(
                 [
@@ -221,17 +227,19 @@ def write_csv(path: Path, sweep_dir: Path, jobs: list[Job], objective: str) -> N
                     job.metrics.get("epochs", ""),
                     job.metrics.get("train_seconds", ""),
                     " ".join(job.overrides),
-                    sweep_dir / job.name,
+                    job.folder or sweep_dir / job.name,
+                    job.worker,
                 ]
             )
 
 
-def write_summary(sweep_dir: str | Path) -> str:
-    """Write summary.csv and summary.md into the sweep directory; return the markdown."""
+def write_summary(sweep_dir: str | Path, jobs: list[Job] | None = None, objective: str | None = None, title: str | None = None) -> str:
+    """Write summary.csv and summary.md into the sweep directory; return the markdown. The jobs are
+    the folder's, unless given (an Optuna study's trials, from every worker)."""
     sweep_dir = Path(sweep_dir)
-    jobs = read_jobs(sweep_dir)
-    objective = record.objective_of(sweep_dir)
-    text = markdown(sweep_dir, jobs, objective)
+    jobs = read_jobs(sweep_dir) if jobs is None else jobs
+    objective = objective or record.objective_of(sweep_dir)
+    text = markdown(Path(title) if title else sweep_dir, jobs, objective)
     (sweep_dir / "summary.md").write_text(text)
     write_csv(sweep_dir / "summary.csv", sweep_dir, jobs, objective)
     return text
@@ -244,11 +252,17 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        text = write_summary(sweep_dir)
+        jobs = None
+        if config.hydra.sweeper.get("storage") and config.hydra.sweeper.get("study_name"):
+            # An Optuna search: every trial of the study, those of other workers (other machines) too.
+            from digitrec.sweeps.study import study_jobs
+
+            jobs = study_jobs(str(config.hydra.sweeper.storage), str(config.hydra.sweeper.study_name))
+        text = write_summary(sweep_dir, jobs, record.config_objective(config) if jobs is not None else None)
         print(f"\n{text}\nsummary: {sweep_dir / 'summary.md'} and summary.csv", flush=True)
         for label, command in viewer_commands(config.get("logger"), sweep_dir, sweep=True):
             print(f"{label}: {command}", flush=True)
-        failed = [job for job in read_jobs(sweep_dir) if job.status == record.FAILED]
+        failed = [job for job in (read_jobs(sweep_dir) if jobs is None else jobs) if job.status == record.FAILED]
         if failed:
             # The last thing Hydra runs: leaving through SystemExit keeps its error report out.
             print(f"digitrec: error: {len(failed)} of the sweep's jobs failed (see the status column above)", file=sys.stderr, flush=True)
@@ -263,18 +277,47 @@ def newest_sweep(output_root: Path) -> Path:
     return max(sweeps, key=lambda folder: folder.stat().st_mtime)
 
 
+REPORT_USAGE = (
+    "usage: digitrec sweep-report [SWEEP_DIR]  (e.g. outputs/train/multiruns/<sweep>; none: the newest sweep under outputs/)"
+    " | digitrec sweep-report --storage URL --study NAME [SWEEP_DIR]  (an Optuna study's every trial, all workers)"
+)
+
+
 def report_main(args: list[str]) -> int:
-    """digitrec sweep-report [DIR]: rebuild and print the summary of a past sweep (the newest under outputs/ by default)."""
-    if len(args) > 1 or (args and args[0].startswith("-")):
-        print(
-            "usage: digitrec sweep-report [SWEEP_DIR]  (e.g. outputs/train/multiruns/<sweep>; none: the newest sweep under outputs/)", file=sys.stderr
-        )
-        return 0 if args and args[0] in ("-h", "--help") else EXIT_USER_ERROR
-    if not args:
+    """digitrec sweep-report [DIR]: rebuild and print the summary of a past sweep (the newest under outputs/ by default).
+    With --storage and --study: an Optuna study's, from its storage (every worker's trials)."""
+    options: dict[str, str] = {}
+    rest = list(args)
+    for name in ("--storage", "--study"):
+        for i, arg in enumerate(rest):
+            if arg == name and i + 1 < len(rest):
+                options[name] = rest[i + 1]
+                del rest[i : i + 2]
+                break
+            if arg.startswith(name + "="):
+                options[name] = arg.partition("=")[2]
+                del rest[i]
+                break
+    if len(rest) > 1 or (rest and rest[0].startswith("-")) or len(options) == 1:
+        print(REPORT_USAGE, file=sys.stderr)
+        return 0 if rest and rest[0] in ("-h", "--help") else EXIT_USER_ERROR
+    if options:
+        from digitrec.sweeps.study import OBJECTIVE_ATTR, load, masked, study_jobs
+
+        search = load(options["--storage"], options["--study"])
+        objective = str(search.user_attrs.get(OBJECTIVE_ATTR, record.DEFAULT_OBJECTIVE))
+        title = f"study {search.study_name} in {masked(options['--storage'])}"
+        if rest:
+            print(write_summary(Path(rest[0]), study_jobs(search), objective, title), end="")
+            print(f"\nwritten: {Path(rest[0]) / 'summary.md'} and {Path(rest[0]) / 'summary.csv'}")
+        else:
+            print(markdown(Path(title), study_jobs(search), objective), end="")
+        return 0
+    if not rest:
         sweep_dir = newest_sweep(Path("outputs"))
         print(f"digitrec: the newest sweep under outputs/: {sweep_dir}", file=sys.stderr, flush=True)
     else:
-        sweep_dir = Path(args[0])
+        sweep_dir = Path(rest[0])
     if not sweep_dir.is_dir():
         raise DigitrecError(f"sweep directory {sweep_dir} does not exist: pass a directory under outputs/*/multiruns or outputs/*/optuna")
     if not any(sweep_dir.glob("*/.hydra/overrides.yaml")):

@@ -1,4 +1,5 @@
-"""logger=mlflow: one MLflow run per digitrec run, in a local SQLite store under outputs/ (no server).
+"""logger=mlflow: one MLflow run per digitrec run, in a local SQLite store under outputs/ (no server),
+or on a tracking server (logger.mlflow.tracking_uri=http://host:5000) shared by many machines.
 
 Lightning's MLFlowLogger does the logging (every metric, as Lightning logs it); this adds what a
 run needs to be found and compared later: the run's whole config, flattened, as params; the run
@@ -90,7 +91,9 @@ class MLflowLogger(MLFlowLogger):
             tracking_uri = SQLITE + str(db)
         else:
             db = None
-        artifact_location = str(Path(artifact_location).resolve())
+        # A local store keeps artifacts under outputs/; a tracking server (http://host:5000) keeps its own,
+        # reachable from every machine of a search (mlflow server --serve-artifacts, its default).
+        artifact_location = None if tracking_uri.startswith(("http://", "https://")) else str(Path(artifact_location).resolve())
         container = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
         self.params = {k: str(v) if isinstance(v, (list, tuple)) else v for k, v in flatten(container).items()}
         if hydra is not None:
@@ -101,12 +104,17 @@ class MLflowLogger(MLFlowLogger):
         tags.update(kwargs.pop("tags", None) or {})
 
         from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
 
         with store_lock(db) if db is not None else _no_lock(), quiet_store_setup():
             client = MlflowClient(tracking_uri)
             experiment = client.get_experiment_by_name(experiment_name)
             if experiment is None:
-                client.create_experiment(experiment_name, artifact_location=artifact_location, tags=CLASSIC_ML)
+                try:
+                    client.create_experiment(experiment_name, artifact_location=artifact_location, tags=CLASSIC_ML)
+                except MlflowException:  # another machine's worker of the same search made it a moment ago
+                    if client.get_experiment_by_name(experiment_name) is None:
+                        raise
             elif any(experiment.tags.get(k) != v for k, v in CLASSIC_ML.items()):
                 for key, value in CLASSIC_ML.items():
                     client.set_experiment_tag(experiment.experiment_id, key, value)
