@@ -79,7 +79,7 @@ EPOCHS ?= 5
 bench: $(VENV)/.installed ## time digitrec against plain PyTorch loops into benchmarks/results/ (quicker: make bench ROUNDS=1 EPOCHS=2)
 	$(BIN)/python -m benchmarks.bench --rounds $(ROUNDS) --epochs $(EPOCHS) $(ARGS)
 
-bench-search: $(VENV)/.installed postgresql ## a 20-trial Optuna search on 1 vs 2 workers on one PostgreSQL, and the storages' cost per trial (about 5 min)
+bench-search: $(VENV)/.installed postgresql ## a 20-trial Optuna search on 1 vs 2 workers on one PostgreSQL, and the storages' cost per trial (about 3 min)
 	$(BIN)/python -m benchmarks.search_workers $(ARGS)
 
 bench-smoke: $(VENV)/.installed ## the benchmark on a tiny setting, into a temp folder: checks that it runs, measures nothing

@@ -17,8 +17,18 @@ from digitrec.command.checks import each_value_once
 from digitrec.command.main import USAGE, quote_paths
 from digitrec.errors import DigitrecError
 
-# Examples whose run needs what a CPU test machine has not: a GPU, Apple silicon, a SLURM cluster, your own package.
-NEEDS_ELSEWHERE = ("trainer=ddp ", "trainer=ddp_spawn", "trainer=mps", "trainer=gpu", "hydra/launcher=slurm", "num_nodes=")
+# Examples whose run needs what a CPU test machine has not: a GPU, Apple silicon, a SLURM cluster, your own
+# package, a database server or a shared filesystem of the reader's.
+NEEDS_ELSEWHERE = (
+    "trainer=ddp ",
+    "trainer=ddp_spawn",
+    "trainer=mps",
+    "trainer=gpu",
+    "hydra/launcher=slurm",
+    "num_nodes=",
+    "@dbhost",
+    "journal:/shared",
+)
 COMMAND = re.compile(r"(?:^\s*|[`$#]\s*|:\s+)(digitrec (?:train|eval)\b[^`#\n]*)")
 
 
@@ -28,7 +38,7 @@ def examples() -> dict[str, str]:
     sources = [("digitrec --help", USAGE), ("README.md", (REPO / "README.md").read_text())]
     sources += [(str(p.relative_to(REPO)), p.read_text()) for p in sorted((REPO / "configs").rglob("*.yaml"))]
     for where, text in sources:
-        for line in text.splitlines():
+        for line in re.sub(r"\\\n\s*", " ", text).splitlines():  # a command continued with \ is one line
             if where.endswith(".yaml") and not line.lstrip().startswith("#"):
                 continue
             for match in COMMAND.finditer(line):
