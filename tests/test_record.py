@@ -134,16 +134,12 @@ def test_a_loss_objective_puts_the_lowest_first_in_the_summary_and_in_predict(tm
 
 def test_the_optuna_study_takes_the_objectives_direction():
     from digitrec.errors import DigitrecError
-    from digitrec.sweeps.optuna_search import OptunaSearch
+    from digitrec.sweeps.optuna_search import study_direction
 
-    search = OptunaSearch(study_name="s", storage="sqlite:///unused.db", sampler=None, n_trials=1)
     for objective, direction in ((record.VAL_ACC_BEST, "maximize"), (record.TEST_LOSS, "minimize"), (None, "maximize")):
-        search.config = {"optimized_metric": objective}
-        assert search.study_direction() == direction
-    search.direction = "maximize"
-    search.config = {"optimized_metric": record.TEST_LOSS}
+        assert study_direction({"optimized_metric": objective}, None) == direction
     with pytest.raises(DigitrecError, match="contradicts optimized_metric=test/loss"):
-        search.study_direction()
+        study_direction({"optimized_metric": record.TEST_LOSS}, "maximize")
 
 
 def test_a_damaged_job_record_shows_as_failed_in_the_summary_and_is_never_chosen(tmp_path, small_model):

@@ -130,7 +130,7 @@ def test_three_workers_share_one_study_and_a_killed_ones_trial_runs_again(kind, 
     one is killed mid-trial. The study ends with n_trials that ran, none running, the killed trial
     failed and its parameters run again; a trial is pruned against trials of other workers."""
     url = storage_url(kind, request, tmp_path)
-    n_trials = 8
+    n_trials = 12  # room for the queued point after the first completed trials of two workers
     command = [sys.executable, "-m", "digitrec", "train", *TINY_SEARCH, f"hydra.sweeper.storage={url}", "hydra.sweeper.study_name=many"]
     command.append(f"hydra.sweeper.n_trials={n_trials}")
     env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir()), "PYTHONUNBUFFERED": "1"}
@@ -157,10 +157,14 @@ def test_three_workers_share_one_study_and_a_killed_ones_trial_runs_again(kind, 
         # A hopeless point, queued by hand once both other workers completed trials: whichever of them
         # runs it prunes it against the other's trials too, read from the shared storage.
         while time.monotonic() < deadline:
-            complete = search.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            trials = search.get_trials(deepcopy=False)
+            complete = [t for t in trials if t.state == TrialState.COMPLETE]
             if len({t.user_attrs.get(studies.WORKER_ATTR) for t in complete}) >= 2:
                 break
             time.sleep(0.2)
+        # Room for it: a point queued once the study has all its trials would wait for ever, by design.
+        free = n_trials - sum(map(studies.counts, trials)) - sum(t.state == TrialState.RUNNING for t in trials)
+        assert free >= 2, f"the study filled up before two workers completed a trial: {[(t.number, t.state.name) for t in trials]}"
         search.enqueue_trial({"model.optimizer.lr": 1e-6})
         victim.wait(timeout=60)
         outputs = [w.communicate(timeout=400)[0] for w in survivors]
