@@ -35,13 +35,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     if not trainer.is_global_zero:
         return {}
-    predicted, labels, probability = predictions(model, datamodule.test_split)
+    tested = tested_images(trainer)
+    predicted, labels, probability = predictions(model, datamodule.test_split, tested)
     classes = model.num_classes
     matrix = torch.bincount(labels * classes + predicted, minlength=classes * classes).view(classes, classes)
     per_digit = {str(d): round(float(matrix[d, d] / matrix[d].sum()), 4) for d in range(classes) if matrix[d].sum()}
     metrics = {
         **{k: float(v) for k, v in results.items()},
-        "test/images": tested_images(trainer),
+        "test/images": tested,
         record.CKPT_PATH: str(cfg.ckpt_path),
         record.HYPER_PARAMETERS: dict(model.hparams),
         record.OVERRIDES: run_overrides(),
@@ -55,7 +56,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         wrong = (predicted != labels).nonzero().flatten().tolist()
         metrics["misread"] = str(write_misread(run_dir / MISREAD_FILE, Path(cfg.data.root), files, wrong, labels, predicted, probability))
         metrics["misread_count"] = len(wrong)
-        metrics["test/set"] = f"(every image of {Path(cfg.data.root).expanduser().resolve()}: {len(files):,})"
+        root = Path(cfg.data.root).expanduser().resolve()
+        metrics["test/set"] = (
+            f"(every image of {root}: {len(files):,})" if tested == len(files) else f"({tested:,} of the {len(files):,} images of {root})"
+        )
     record.write_record(run_dir, metrics)
     print_breakdown(per_digit, matrix.tolist(), metrics.get("misread"), metrics.get("misread_count"))
     print_summary("evaluation done", metrics, viewer_commands(cfg.get("logger"), run_dir))
@@ -63,10 +67,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def predictions(model: DigitClassifier, split) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every test image's prediction and its probability (one more pass, on the CPU: seconds for 10k)."""
+def predictions(model: DigitClassifier, split, tested: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tested images' predictions and their probabilities (one more pass, on the CPU: seconds for 10k).
+
+    The test loader is not shuffled, so with trainer.limit_test_batches the images tested are the
+    split's first `tested` (on one process; under DDP each process tests every N-th image of its
+    batches, and the breakdown covers the first `tested` images instead: as many, not the same)."""
     model = model.cpu().eval()
-    images, labels = split.images.cpu(), split.labels.cpu()
+    images, labels = split.images[:tested].cpu(), split.labels[:tested].cpu()
     probabilities = torch.cat([model(images[i : i + 1000]).softmax(dim=1) for i in range(0, len(labels), 1000)])
     probability, predicted = probabilities.max(dim=1)
     return predicted, labels, probability
