@@ -312,3 +312,28 @@ def test_skipping_bad_images_trains_on_the_rest_and_says_so_in_one_line(model_ck
     said = [line for line in (result.stdout + result.stderr).splitlines() if "cannot be used" in line]
     assert said and all("2 of 22 files" in line and "left out (data.skip_bad_images=true)" in line for line in said), said
     assert snapshot(root) == before
+
+
+@pytest.mark.slow
+def test_a_folder_trains_any_network_optimiser_augmentation_and_sweep(mnist, tmp_path):
+    root = write_folder(tmp_path / "digits", mnist.train_images, mnist.train_labels, per_digit=5)
+    result = run_digitrec(
+        "train",
+        "-m",
+        "data=folder",
+        f"data.root={root}",
+        "data.replay_mnist=100",
+        "data/augment=elastic",
+        "model/net=cnn",
+        "model.net.channels=[4,8]",
+        "model/optimizer=sgd",
+        "model/scheduler=cosine",
+        "model.optimizer.lr=0.01,0.003",
+        *SHORT,
+        cwd=tmp_path,
+        env={"XDG_CACHE_HOME": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [metrics(p.parent) for p in (tmp_path / "outputs").rglob("metrics.json") if p.parent.name != "sweep"]
+    jobs = [r for r in records if "epochs" in r]
+    assert len(jobs) == 2 and all(r["status"] == "ok" and r["epochs"] == 2 for r in jobs), records
