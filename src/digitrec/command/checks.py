@@ -110,7 +110,7 @@ def check_data_present(cfg: DictConfig) -> None:
         # before anything is made; in eval only the folder is read.
         from digitrec.data.folder import prepare_folder
 
-        prepare_folder(data.root, bool(data.get("skip_bad_images", False)))
+        prepare_folder(data.root, bool(data.get("skip_bad_images", False)), say_skipped=False)
         if data.get("task") == "eval":
             return
     folder, will_download = mnist_folder(data.get("data_dir"), data.get("download", True), data.get("download_dir", "data"))

@@ -79,11 +79,12 @@ def content_key(root: Path, files: list[tuple[Path, int]]) -> str:
     return key.hexdigest()
 
 
-def prepare_folder(root: str | Path, skip_bad_images: bool = False) -> PreparedFolder:
+def prepare_folder(root: str | Path, skip_bad_images: bool = False, say_skipped: bool = True) -> PreparedFolder:
     """The folder's images as predict sees them, from the cache when nothing changed.
 
     Files that cannot be used (not an image, corrupt, no digit in them) stop it with one line
-    naming them, unless skip_bad_images: then they are left out, and said so in one line."""
+    naming them, unless skip_bad_images: then they are left out, and said so in one line (unless
+    not say_skipped: the command's check prepares the folder before the run, which then says it)."""
     root = Path(root).expanduser()
     files = list_images(root)
     cached = cache_dir() / f"{content_key(root, files)}.pt"
@@ -97,7 +98,8 @@ def prepare_folder(root: str | Path, skip_bad_images: bool = False) -> PreparedF
         summary = f"{len(prepared.bad)} of {len(files)} files in {root} cannot be used ({shown}{more})"
         if not skip_bad_images:
             raise DigitrecError(f"{summary}: fix or remove them, or leave them out with data.skip_bad_images=true")
-        log.warning("%s: left out (data.skip_bad_images=true)", summary)
+        if say_skipped:
+            log.warning("%s: left out (data.skip_bad_images=true)", summary)
     if not len(prepared.labels):
         raise DigitrecError(f"data.root={root}: none of its {len(files)} files is a usable digit image")
     return prepared
