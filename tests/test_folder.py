@@ -194,6 +194,7 @@ def small_run(tmp_path_factory) -> Path:
 SHORT = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "progress=lines"]
 
 
+@pytest.mark.slow
 def test_init_from_starts_a_new_run_with_the_checkpoints_network_and_weights(small_run, tmp_path):
     # A learning rate too small to move the weights: what the run saves is what it started from.
     result = run_digitrec("train", f"init_from={small_run / 'model.ckpt'}", "model.optimizer.lr=1e-12", *SHORT, "hydra.run.dir=new", cwd=tmp_path)
@@ -207,6 +208,7 @@ def test_init_from_starts_a_new_run_with_the_checkpoints_network_and_weights(sma
     assert metrics(tmp_path / "new")["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_ckpt_path_still_resumes_where_init_from_starts_afresh(small_run, tmp_path):
     last = small_run / "checkpoints" / "last.ckpt"
     resumed = run_digitrec("train", f"ckpt_path={last}", "model.net.hidden_sizes=[32]", *SHORT, cwd=tmp_path)
@@ -217,6 +219,7 @@ def test_ckpt_path_still_resumes_where_init_from_starts_afresh(small_run, tmp_pa
     assert "epoch 1/2" in fresh.stdout and "epoch 2/2" in fresh.stdout
 
 
+@pytest.mark.slow
 def test_init_from_a_different_network_or_a_refused_file_is_one_line(small_run, tmp_path):
     ckpt = small_run / "model.ckpt"
     assert_one_line_error(run_digitrec("train", f"init_from={ckpt}", "model/net=cnn", cwd=tmp_path), "start from it with the same network settings")
@@ -294,6 +297,7 @@ def test_unreadable_files_are_named_and_counted_and_skipped_only_when_asked(mode
     assert len(kept.files) == 20 and {name for name, _ in kept.bad} == {"3/notes.png", "7/cut.png"}
 
 
+@pytest.mark.slow
 def test_skipping_bad_images_trains_on_the_rest_and_says_so_in_one_line(model_ckpt, bad, tmp_path):
     root, _ = bad["unreadable files"]
     before = snapshot(root)
