@@ -24,17 +24,6 @@ from PIL import Image
 from conftest import find_mnist_dir
 from predict_fixtures import crafted_png, malicious_checkpoint, mnist_digit_png, model_ckpt, predictor  # noqa: F401
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 
 class Server:
     """`digitrec serve` as a user starts it, on a free loopback port (--port 0), stopped by its PID."""
@@ -401,18 +390,6 @@ def test_serving_does_not_import_lightning_hydra_or_torchvision():
 
 
 # --- a real browser on the page ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium; .ci/run does)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def draw(page, points: list[tuple[float, float]]) -> None:
