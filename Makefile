@@ -85,12 +85,16 @@ bench-search: $(VENV)/.installed postgresql ## a 20-trial Optuna search on 1 vs 
 bench-smoke: $(VENV)/.installed ## the benchmark on a tiny setting, into a temp folder: checks that it runs, measures nothing
 	$(BIN)/python -m benchmarks.bench --smoke $(ARGS)
 
-.PHONY: serve bench-serve
+.PHONY: serve bench-serve bench-handwriting
 serve: install ## the draw-a-digit page and HTTP API on http://127.0.0.1:8000/ (options: make serve ARGS="--ckpt PATH --port 8001")
 	$(BIN)/digitrec serve $(ARGS)
 
 bench-serve: $(VENV)/.installed ## load on `digitrec serve`: 1, 8, 32 clients, req/s, latency, RSS, cold start (a trained model: make train)
 	$(BIN)/python -m benchmarks.serve_load $(ARGS)
+
+# CKPT: the model(s) to fine-tune, e.g. CKPT=outputs/train/runs/<run>/model.ckpt (several: ARGS="--ckpt OTHER").
+bench-handwriting: $(VENV)/.installed ## fine-tuning on a writer-shift folder, before/after for N = 10, 30, 100 images per digit (1-2 min a model; CKPT=...)
+	$(BIN)/python -m benchmarks.handwriting --ckpt $(CKPT) $(ARGS)
 
 # LOGDIR=<a sweep's directory>: only its jobs, named by job number and what differs.
 LOGDIR ?= outputs

@@ -89,3 +89,29 @@ def postgres_db(postgres_server, request) -> str:
     from benchmarks.postgres import new_database
 
     return new_database(postgres_server, request.node.name)
+
+
+# The browser tests (the serve page, TensorBoard's and MLflow's first screens) drive Debian's chromium
+# through Playwright's executable_path: Makefile installs it with apt-get, Playwright never downloads one.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium; .ci/run does)", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

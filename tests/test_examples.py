@@ -68,12 +68,26 @@ def finished_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-def runs_of(command: str, run_dir: Path) -> tuple[str, list[list[str]]]:
+@pytest.fixture(scope="module")
+def own_digits(mnist, tmp_path_factory) -> Path:
+    """A real folder of digit images: the reader's own folder (data.root=~/my_digits) in the examples."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("my_digits")
+    for digit in range(10):
+        (root / str(digit)).mkdir()
+        for i, index in enumerate((mnist.test_labels == digit).nonzero().flatten()[:3].tolist()):
+            Image.fromarray(255 - mnist.test_images[index].numpy()).resize((56, 56)).save(root / str(digit) / f"{i}.png")
+    return root
+
+
+def runs_of(command: str, run_dir: Path, own_digits: Path) -> tuple[str, list[list[str]]]:
     """(config name, override lists): a sweep gives each value of each swept key once."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     command = re.sub(r"outputs/train/runs/<run>/checkpoints/epoch_\d+\.ckpt", str(next((run_dir / "checkpoints").glob("epoch_*.ckpt"))), command)
     command = command.replace("outputs/train/runs/<run>", str(run_dir)).replace("/path/to/mnist", str(find_mnist_dir()))
+    command = re.sub(r"data\.root=~/\S+", f"data.root={own_digits}", command)
     words = shlex.split(command)[1:]
     # quote_paths: what the command does to a pasted path holding `=` or `,` (run names do).
     verb, args = words[0], quote_paths([w for w in words[1:] if w not in ("-m", "--multirun", "--cfg", "job")])
@@ -100,8 +114,9 @@ def test_the_examples_are_found():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(EXAMPLES), ids=sorted(EXAMPLES))
-def test_every_documented_example_passes_the_checks(command, finished_run, monkeypatch, tmp_path):
+def test_every_documented_example_passes_the_checks(command, finished_run, own_digits, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # data=folder's prepared images
     # The README's "your own network" example names my_package.MyNet: here is one.
     (tmp_path / "my_package").mkdir()
     (tmp_path / "my_package" / "__init__.py").write_text(
@@ -109,7 +124,7 @@ def test_every_documented_example_passes_the_checks(command, finished_run, monke
         "    def __init__(self, width: int = 32):\n        super().__init__(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, 10))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    verb, runs = runs_of(command, finished_run)
+    verb, runs = runs_of(command, finished_run, own_digits)
     expected_error = documented_error(command)
     until = "config" if any(marker in command + " " for marker in NEEDS_ELSEWHERE) else "all"
     for overrides in runs:

@@ -24,17 +24,6 @@ from PIL import Image
 from conftest import find_mnist_dir
 from predict_fixtures import crafted_png, malicious_checkpoint, mnist_digit_png, model_ckpt, predictor  # noqa: F401
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 
 class Server:
     """`digitrec serve` as a user starts it, on a free loopback port (--port 0), stopped by its PID."""
@@ -403,18 +392,6 @@ def test_serving_does_not_import_lightning_hydra_or_torchvision():
 # --- a real browser on the page ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium; .ci/run does)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 def draw(page, points: list[tuple[float, float]]) -> None:
     """One stroke through points given as fractions of the drawing pad."""
     box = page.locator("#pad").bounding_box()
@@ -500,3 +477,69 @@ def test_the_load_benchmark_runs_and_counts_no_errors(model_ckpt, tmp_path):
     assert [(r["set"], r["clients"]) for r in report["results"]] == [("mnist28", 1), ("mnist28", 4), ("photo", 1), ("photo", 4)]
     assert all(r["errors"] == 0 and r["requests"] > 0 for r in report["results"])
     assert report["cold_start_s"] > 0 and report["peak_rss_mb"] > 0 and "| mnist28 | 4 |" in result.stdout
+
+
+# --- collecting digits (--collect DIR) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def collecting(model_ckpt, tmp_path_factory):
+    """A server started with --collect: its folder does not exist yet (the server makes it)."""
+    folder = tmp_path_factory.mktemp("collect") / "my_digits"
+    started = Server("--ckpt", str(model_ckpt), "--collect", str(folder), cwd=tmp_path_factory.mktemp("serve-collect"))
+    assert started.url, started.stderr
+    yield started, folder
+    assert started.stop() == 0 and "Traceback" not in started.stderr, started.stderr
+
+
+def post_collect(server: Server, files: list[tuple[str, bytes]], query: str) -> tuple[int, dict]:
+    body, kind = multipart([("image", name, data) for name, data in files])
+    return server.request("POST", "/collect" + query, body, {"Content-Type": kind})
+
+
+def test_collect_is_refused_when_the_server_was_not_asked_to(server, digits):
+    pngs, _, _ = digits
+    status, answer = post_collect(server, [("a.png", pngs[0].read_bytes())], "?digit=7")
+    assert status == 403 and "--collect DIR" in answer["error"]
+    assert server.request("GET", "/model")[1]["collect"] is False
+
+
+def test_collect_saves_under_a_made_name_in_the_digits_folder(collecting, digits):
+    server, folder = collecting
+    pngs, jpegs, labels = digits
+    assert server.request("GET", "/model")[1]["collect"] is True
+    status, answer = post_collect(server, [("../../evil.png", jpegs[0].read_bytes())], f"?digit={labels[0]}")
+    assert status == 200, answer
+    saved = folder / answer["saved"]
+    # The request's name is never used: the file is in DIR/N/, named by the server, with its format's extension.
+    assert saved.parent == folder / str(labels[0]) and saved.suffix == ".jpg" and "evil" not in saved.name
+    assert saved.read_bytes() == jpegs[0].read_bytes() and answer["count"] == 1
+    assert not list(folder.parent.glob("evil*"))
+    # Bad requests save nothing.
+    assert post_collect(server, [("a.png", pngs[1].read_bytes())], "?digit=12")[0] == 400
+    assert post_collect(server, [("a.png", pngs[1].read_bytes())], "")[0] == 400
+    status, answer = post_collect(server, [("notes.txt", b"not an image")], "?digit=3")
+    assert status == 422 and "notes.txt" in answer["error"] and "not saved" in answer["error"]
+    assert sorted(p.relative_to(folder).parts[0] for p in folder.rglob("*") if p.is_file()) == [str(labels[0])]
+
+
+@pytest.mark.slow
+def test_the_page_saves_a_drawn_digit_into_the_collect_folder(collecting, server, browser, tmp_path):
+    collector, folder = collecting
+    page = browser.new_page(viewport={"width": 900, "height": 700})
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(collector.url)
+    page.wait_for_selector("#collect:not([hidden]) button[data-save='7']")
+    draw(page, [(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)])  # a 7
+    page.wait_for_function("document.getElementById('digit').textContent === '7'", timeout=30_000)
+    page.click("button[data-save='7']")
+    page.wait_for_function("document.getElementById('saved').textContent.startsWith('Saved as 7/')", timeout=30_000)
+    saved = sorted((folder / "7").glob("*.png"))
+    assert len(saved) == 1 and Image.open(saved[0]).size == (280, 280)
+    assert not errors
+    # Without --collect the page offers no saving.
+    plain = browser.new_page()
+    plain.goto(server.url)
+    plain.wait_for_function("document.getElementById('model').textContent.includes('MLP')")
+    assert plain.locator("#collect").is_hidden()

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_TRAIN, run_digitrec
-from test_serve import CHROMIUM, CHROMIUM_ARGS
 from test_tensorboard import TensorBoard, free_port
 
 pytestmark = pytest.mark.slow
@@ -37,18 +36,6 @@ def sweep(tmp_path_factory):
     (sweep_dir,) = (cwd / "outputs" / "train" / "multiruns").iterdir()
     assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == JOBS
     return cwd / "outputs", sweep_dir
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium; .ci/run does)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def keep(page, name: str, tmp_path: Path) -> None:

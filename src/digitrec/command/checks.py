@@ -105,6 +105,14 @@ def check_data_present(cfg: DictConfig) -> None:
     data = cfg.get("data")
     if data is None:
         return
+    if data.get("root") is not None:
+        # data=folder: prepared now (and cached for the run), so a bad folder or file is one line
+        # before anything is made; in eval only the folder is read.
+        from digitrec.data.folder import prepare_folder
+
+        prepare_folder(data.root, bool(data.get("skip_bad_images", False)), say_skipped=False)
+        if data.get("task") == "eval":
+            return
     folder, will_download = mnist_folder(data.get("data_dir"), data.get("download", True), data.get("download_dir", "data"))
     if will_download:
         return

@@ -16,7 +16,7 @@ USAGE = """usage: digitrec COMMAND [ARGS...]
 
 commands:
   train [KEY=VALUE ...]     train a model (Hydra overrides; -m KEY=A,B for a sweep)
-  eval ckpt_path=PATH       test a checkpoint on the official MNIST test set
+  eval ckpt_path=PATH       test a checkpoint on the official MNIST test set (or data=folder data.root=DIR: your digits)
   sweep-report [DIR]        the summary of a sweep (one row per job, best first), as CSV and markdown; no DIR: the newest
   sweep-report --storage URL --study NAME   the summary of an Optuna study: every trial, all workers
   predict IMAGE [IMAGE ...] recognise the digit in image files (--help for options)
@@ -38,6 +38,7 @@ examples:
   digitrec train --cfg job          # print the composed config, train nothing
   digitrec train -cd my_configs experiment=mine   # your own configs beside the packaged ones
   digitrec eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt
+  digitrec train data=folder data.root=~/my_digits init_from=outputs/train/runs/<run>/model.ckpt  # fine-tune on your digits
   digitrec describe model/net=cnn   # the CNN's arguments: types, defaults, the values cnn.yaml sets
 """
 

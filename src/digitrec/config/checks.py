@@ -111,6 +111,20 @@ def _rules(cfg: DictConfig) -> list[tuple[str, Any, bool, str]]:
                 "between 1 and 59999 images of the official training set",
             )
         )
+    # data=folder (digitrec.data.folder): your own digits, and the MNIST images replayed beside them.
+    folder_rules = (
+        ("val_fraction", lambda v: is_number(v) and 0 < v < 1, "a share of each digit's images from above 0 to below 1, e.g. data.val_fraction=0.2"),
+        (
+            "replay_mnist",
+            lambda v: is_int(v) and 0 <= v <= 55000,
+            "a number of MNIST training images from 0 (none) to 55000, e.g. data.replay_mnist=3000",
+        ),
+        ("folder_share", lambda v: is_number(v) and 0 < v < 1, "a share of each epoch from above 0 to below 1, e.g. data.folder_share=0.5"),
+        ("skip_bad_images", lambda v: isinstance(v, bool), "true or false"),
+    )
+    for key, ok, expected in folder_rules:
+        if key in data:
+            rules.append((f"data.{key}", data[key], ok(data[key]), expected))
     model = cfg.get("model")
     if isinstance(model, DictConfig) and "label_smoothing" in model:
         smoothing = model.label_smoothing
@@ -144,6 +158,8 @@ def check_config(cfg: DictConfig) -> None:
     # `in` is False for a ??? value, so ask the keys.
     if "ckpt_path" in cfg.keys() and OmegaConf.is_missing(cfg, "ckpt_path"):
         raise DigitrecError("ckpt_path is required: e.g. digitrec eval ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt")
+    if "root" in cfg.data.keys() and OmegaConf.is_missing(cfg.data, "root"):
+        raise DigitrecError("data.root is required with data=folder: the folder of your digits, one subfolder per digit, e.g. data.root=~/my_digits")
     try:
         OmegaConf.to_container(cfg, resolve=True)  # surfaces broken interpolations now, not mid-run
     except OmegaConfBaseException as err:

@@ -206,3 +206,67 @@ class MNISTDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.loader(self.test_split, self.eval_batch_size, shuffle=False)
+
+
+class FolderDataModule(MNISTDataModule):
+    """Your own labelled digits (digitrec.data.folder): train on them, optionally beside MNIST.
+
+    Validation: val_fraction of each digit's images, held out (seeded). Training: the rest, and,
+    with replay_mnist > 0, that many MNIST training images alongside (seeded), the folder's images
+    repeated so they make about folder_share of each epoch: a model fine-tuned on a few hundred
+    images keeps reading MNIST. Test: in `digitrec eval` (task=eval) every image of the folder; in
+    `digitrec train` the official MNIST test set, so that test/acc says what the model still reads
+    of MNIST (the folder's own images are trained on or held out for validation).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        val_fraction: float = 0.2,
+        skip_bad_images: bool = False,
+        replay_mnist: int = 0,
+        folder_share: float = 0.5,
+        task: str = "train",
+        data_dir: str | None = None,
+        download: bool = True,
+        download_dir: str = "data",
+        batch_size: int = 100,
+        eval_batch_size: int = 1000,
+        seed: int = 12345,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__(data_dir, download, download_dir, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed, augment=augment)
+        self.root, self.val_fraction, self.skip_bad_images = root, val_fraction, skip_bad_images
+        self.replay_mnist, self.folder_share, self.task = replay_mnist, folder_share, task
+        self.test_files: list[str] | None = None
+
+    def needs_mnist(self) -> bool:
+        return self.task != "eval"
+
+    def prepare_data(self) -> None:
+        if self.needs_mnist():
+            super().prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.test_split is not None:
+            return
+        from digitrec.data.folder import prepare_folder, stratified_split
+
+        folder = prepare_folder(self.root, self.skip_bad_images)
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        split = lambda images, labels: TensorSplit(images.to(device), labels.to(device))  # noqa: E731
+        if self.task == "eval":
+            self.test_split, self.test_files = split(folder.images, folder.labels), folder.files
+            return
+        train_idx, val_idx = stratified_split(folder.labels, self.val_fraction, self.seed)
+        images, labels = folder.images[train_idx], folder.labels[train_idx]
+        mnist = load_mnist(self.folder())
+        if self.replay_mnist:
+            replay = torch.randperm(len(mnist.train_labels), generator=torch.Generator().manual_seed(self.seed))[: self.replay_mnist]
+            # Repeat the folder's images so that they are about folder_share of every epoch.
+            repeats = max(1, round(self.folder_share / (1 - self.folder_share) * len(replay) / len(labels)))
+            images = torch.cat([images.repeat(repeats, 1, 1), mnist.train_images[replay].float() / 255.0])
+            labels = torch.cat([labels.repeat(repeats), mnist.train_labels[replay]])
+        self.train_split = split(images, labels)
+        self.val_split = split(folder.images[val_idx], folder.labels[val_idx])
+        self.test_split = split(mnist.test_images, mnist.test_labels)

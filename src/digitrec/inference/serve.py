@@ -1,9 +1,10 @@
 """`digitrec serve`: the digit recogniser over HTTP, with a page to draw digits on.
 
-    digitrec serve [--ckpt PATH] [--host 127.0.0.1] [--port 8000]
+    digitrec serve [--ckpt PATH] [--host 127.0.0.1] [--port 8000] [--collect DIR]
 
 GET / is the draw-a-digit page, POST /predict reads images, GET /health and GET /model describe the
-server, GET /docs is the OpenAPI page. Every image goes through `digitrec.inference.preprocess.preprocess` and
+server, GET /docs is the OpenAPI page. With --collect DIR, POST /collect?digit=N saves an image into
+DIR/N/ (the page's "save as digit N"), to fine-tune on later (data=folder); without it, it refuses. Every image goes through `digitrec.inference.preprocess.preprocess` and
 `digitrec.inference.predict.Predictor`, the code of `digitrec predict`: page, API and CLI give the same answer.
 
 Like `digitrec predict`, this never imports Lightning, Hydra or torchvision: start-up stays lean.
@@ -19,11 +20,13 @@ import io
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -124,18 +127,20 @@ class MicroBatcher:
 class DigitService:
     """The loaded model and what the endpoints need around it."""
 
-    def __init__(self, predictor: Predictor, checkpoint: Path, hyper_parameters: dict[str, Any]) -> None:
+    def __init__(self, predictor: Predictor, checkpoint: Path, hyper_parameters: dict[str, Any], collect: Path | None = None) -> None:
         self.predictor, self.checkpoint, self.hyper_parameters = predictor, checkpoint, hyper_parameters
+        # --collect DIR: where "save as digit N" writes (DIR/N/); None: saving is refused.
+        self.collect = collect
         self.num_classes = int(hyper_parameters["net"].get("num_classes", 10))
         self.batcher = MicroBatcher(lambda images: predictor.classify(images, top_k=self.num_classes))
         self.preprocessing = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="digitrec-preprocess")
         self.spool: Path | None = None  # made when serving starts, removed when it stops
-        self.model_info = describe_model(predictor, checkpoint, hyper_parameters)
+        self.model_info = {**describe_model(predictor, checkpoint, hyper_parameters), "collect": collect is not None}
 
     @classmethod
-    def from_checkpoint(cls, path: Path, trusted: Sequence[str] = ()) -> DigitService:
+    def from_checkpoint(cls, path: Path, trusted: Sequence[str] = (), collect: Path | None = None) -> DigitService:
         checkpoint = load_checkpoint(path)
-        return cls(Predictor(net_from_checkpoint(checkpoint, path, trusted)), path, checkpoint["hyper_parameters"])
+        return cls(Predictor(net_from_checkpoint(checkpoint, path, trusted)), path, checkpoint["hyper_parameters"], collect)
 
     def open(self) -> None:
         self.spool = Path(tempfile.mkdtemp(prefix="digitrec-serve-", dir=memory_tmpdir()))
@@ -157,6 +162,23 @@ class DigitService:
             file.write(upload.data)
             file.flush()
             return preprocess(file.name)
+
+    def save(self, upload: Upload, digit: int) -> Path:
+        """Keep an image as an example of `digit`: DIR/digit/<time>-<random>.<its format's extension>.
+
+        The name is made here, never taken from the request (no path can be smuggled in), and the
+        image must be one preprocessing reads as holding a digit, so the folder trains as it is."""
+        self.prepare(upload)  # raises DigitrecError, one line, for what training could not use
+        with Image.open(io.BytesIO(upload.data)) as image:
+            extension = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "WEBP": "webp"}.get(image.format or "", "img")
+        folder = self.collect / str(digit)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}.{extension}"
+        temp = folder / f".{path.name}.tmp"  # hidden (training skips it) until complete, then renamed
+        with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
+            f.write(upload.data)
+        os.replace(temp, path)
+        return path
 
     async def predict(self, uploads: list[Upload], top_k: int, with_image: bool) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(self.predict_one(upload, top_k, with_image) for upload in uploads)))
@@ -418,6 +440,34 @@ def create_app(service: DigitService) -> FastAPI:
             return JSONResponse({"error": failure_sentence(results), "results": results}, status_code=422)
         return {"results": results}
 
+    @app.post(
+        "/collect",
+        summary="Save an image as an example of a digit (only with digitrec serve --collect DIR)",
+        description=(
+            "One image (multipart file or JSON base64, as /predict) and `?digit=N`: written into DIR/N/ under a "
+            "name the server makes. Answers `{saved, digit, count}` (count: the images of that digit now there). "
+            "403 when the server was started without --collect; 422 when the image holds no readable digit."
+        ),
+        openapi_extra={"requestBody": REQUEST_BODY},
+    )
+    async def collect(request: Request, digit: int = Query(..., ge=0, le=9, description="the digit the image shows")):
+        if service.collect is None:
+            raise RequestError(
+                403, "saving images is off: start the server with digitrec serve --collect DIR to collect digits into DIR/0/ ... DIR/9/"
+            )
+        uploads = await request_uploads(request)
+        if len(uploads) != 1:
+            raise RequestError(400, f"the request holds {len(uploads)} images: save one at a time")
+        upload = uploads[0]
+        if len(upload.data) > MAX_IMAGE_BYTES:
+            raise RequestError(413, f"the image is {len(upload.data) / 1e6:.1f} MB: at most {MAX_IMAGE_BYTES // 1_000_000} MB per image")
+        try:
+            path = await asyncio.get_running_loop().run_in_executor(service.preprocessing, service.save, upload, digit)
+        except DigitrecError as err:
+            raise RequestError(422, f"{upload.name}: {err}: not saved") from None
+        count = sum(1 for p in path.parent.iterdir() if p.is_file() and not p.name.startswith("."))
+        return {"saved": str(path.relative_to(service.collect)), "digit": digit, "count": count}
+
     return app
 
 
@@ -441,8 +491,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 opens it to the network)",
     )
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0 picks a free one)")
+    parser.add_argument(
+        "--collect",
+        metavar="DIR",
+        type=Path,
+        help='let the page save drawn or uploaded digits into DIR/0/ ... DIR/9/ ("save as digit N"; POST /collect), '
+        "a folder to fine-tune on: digitrec train data=folder data.root=DIR init_from=... (default: off)",
+    )
     add_net_class_option(parser)
     return parser
+
+
+def collect_folder(folder: Path) -> Path:
+    """The --collect folder, made if missing; one line if it cannot be written."""
+    folder = folder.expanduser().resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".digitrec-write-check-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise DigitrecError(f"--collect {folder}: cannot write there ({err.strerror or err}): choose a folder you can write to") from None
+    return folder
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -489,7 +559,8 @@ def main(argv: list[str]) -> int:
     ckpt = Path(args.ckpt) if args.ckpt else newest_run_checkpoint()
     if not args.ckpt:
         print(f"digitrec serve: using {ckpt}, from the newest run under {RUNS_ROOT}/ (--ckpt PATH to choose)", file=sys.stderr)
-    service = DigitService.from_checkpoint(ckpt, args.net_class)
+    collect = collect_folder(args.collect) if args.collect else None
+    service = DigitService.from_checkpoint(ckpt, args.net_class, collect)
     sock = listen(args.host, args.port)
     if not is_loopback(args.host):
         print(f"digitrec serve: listening on {args.host}: reachable from other machines, with no authentication", file=sys.stderr)
@@ -498,6 +569,8 @@ def main(argv: list[str]) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if collect:
+        print(f'digitrec serve: the page saves digits into {collect}/0/ ... 9/ ("save as digit N")', file=sys.stderr, flush=True)
 
     config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

@@ -14,9 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from digitrec.config.checks import check_record
 from digitrec.errors import DigitrecError
-from digitrec.nets.checkpoint import load_checkpoint, resume_checkpoint
+from digitrec.nets.checkpoint import is_url, load_checkpoint, resume_checkpoint
 from digitrec.nets.networks import with_defaults
 from digitrec.targets import locate
+from digitrec.training.classifier import DEFAULT_NET
 from digitrec.training.trainer import trainer_error
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,14 @@ def check_lightning_components(cfg: DictConfig) -> None:
                 check_record(f"{group}.{name}", entry, kind)
     check_record("trainer", cfg.trainer, "a Trainer")
     check_trainer(cfg.trainer)
-    if cfg.get("ckpt_path") and "model" in cfg:
-        check_resume(str(cfg.ckpt_path), cfg.model.net)
+    net = OmegaConf.to_container(cfg.model.net, resolve=True) if "model" in cfg else None
+    if cfg.get("init_from") and net is not None:
+        net = initial_network(str(cfg.init_from), net)
+    if cfg.get("ckpt_path") and net is not None:
+        check_resume(str(cfg.ckpt_path), net)
 
 
-def check_resume(ckpt_path: str, net: DictConfig) -> None:
+def check_resume(ckpt_path: str, net: dict[str, Any]) -> None:
     """A checkpoint to resume from: local (never a URL), readable with weights_only, a training
     state (not an exported model), and of the configured architecture. Lightning then reads it."""
     path = resume_checkpoint(ckpt_path)
@@ -94,10 +98,24 @@ def check_resume(ckpt_path: str, net: DictConfig) -> None:
         last = path.parent / "checkpoints" / "last.ckpt"
         instead = f"continue that run with ckpt_path={last}" if last.is_file() else "resume from a run's checkpoints/last.ckpt"
         raise DigitrecError(f"ckpt_path={ckpt_path} holds a trained model's weights only, no training state to resume: {instead}")
-    check_same_network(ckpt_path, checkpoint["hyper_parameters"], OmegaConf.to_container(net, resolve=True))
+    check_same_network(ckpt_path, checkpoint["hyper_parameters"], net)
 
 
-def check_same_network(ckpt_path: str, hyper_parameters: dict[str, Any], configured_net: dict[str, Any]) -> None:
+def initial_network(init_from: str, configured_net: dict[str, Any]) -> dict[str, Any]:
+    """The network record a run started with init_from=CKPT trains: the checkpoint's. A network
+    configured away from the default (model/net=cnn, model.net.hidden_sizes=..., an experiment's)
+    must be that same network, or the weights would not fit it: one line says which setting differs."""
+    if is_url(init_from):
+        raise DigitrecError(
+            f"init_from={init_from} is a URL: digitrec starts only from local files it can check first; download it, then pass the file"
+        )
+    saved = load_checkpoint(init_from)["hyper_parameters"]["net"]
+    if with_defaults(configured_net) != with_defaults(DEFAULT_NET):
+        check_same_network(init_from, {"net": saved}, configured_net, what="start from it")
+    return saved
+
+
+def check_same_network(ckpt_path: str, hyper_parameters: dict[str, Any], configured_net: dict[str, Any], what: str = "resume") -> None:
     """A resume keeps the checkpoint's network: every argument must equal the config's; the rest
     (epochs, optimiser settings, data, logging) may change."""
     saved = with_defaults(hyper_parameters["net"])
@@ -108,5 +126,5 @@ def check_same_network(ckpt_path: str, hyper_parameters: dict[str, Any], configu
             value = saved.get(key, "(not set)")
             raise DigitrecError(
                 f"checkpoint {ckpt_path} has {name}={value}, but the config says {configured.get(key, '(not set)')}: "
-                f"resume with the same network settings ({name}={value})"
+                f"{what} with the same network settings ({name}={value})"
             )

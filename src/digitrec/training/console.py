@@ -155,7 +155,7 @@ def print_summary(title: str, metrics: dict[str, Any], viewers: list[tuple[str, 
         print(f"digitrec: job {job_number()} {title}: {shown}{extra}  ({metrics.get('run_dir') or metrics.get('ckpt_path')})", flush=True)
         return
     rows = [
-        ("test/acc", f"{metrics['test/acc']:.4f}  {test_set_text(metrics.get('test/images'))}"),
+        ("test/acc", f"{metrics['test/acc']:.4f}  {metrics.get('test/set') or test_set_text(metrics.get('test/images'))}"),
         ("test/loss", f"{metrics['test/loss']:.4f}"),
     ]
     if metrics.get("val/acc_best") is not None:
@@ -169,3 +169,17 @@ def print_summary(title: str, metrics: dict[str, Any], viewers: list[tuple[str, 
     for label, value in rows:
         print(f"  {label.ljust(width)}  {value}")
     print(flush=True)
+
+
+def print_breakdown(per_digit: dict[str, float], matrix: list[list[int]], misread: str | None, misread_count: int | None) -> None:
+    """Each digit's accuracy and the confusion matrix (true digits as rows), and where the misread files are."""
+    if in_multirun():
+        return
+    print("\nper digit (true rows, predicted columns)")
+    print("       " + " ".join(f"{d:>5}" for d in range(len(matrix))) + "    acc")
+    for d, row in enumerate(matrix):
+        acc = per_digit.get(str(d))
+        print(f"  {d:>3}  " + " ".join(f"{n:>5}" for n in row) + (f"  {acc:.3f}" if acc is not None else "      -"))
+    if misread:
+        print(f"{misread_count} files misread: {misread}")
+    sys.stdout.flush()

@@ -9,17 +9,31 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from digitrec.config.job import run_overrides
 from digitrec.nets.checkpoint import export_model, load_checkpoint, resume_checkpoint
 from digitrec.tracking import record
 from digitrec.tracking.viewers import viewer_commands
 from digitrec.training.checkpoints import best_checkpoint
+from digitrec.training.checks import initial_network
 from digitrec.training.console import print_summary, tested_images
 from digitrec.training.trainer import build_trainer, setup_run
 
 log = logging.getLogger(__name__)
+
+
+def start_from(cfg: DictConfig) -> dict[str, Any] | None:
+    """init_from=CKPT: the checkpoint, its network made the run's (in cfg, so the run's hyper-parameters,
+    HParams and model.ckpt name the network that was trained). Only weights come from the file: the
+    optimiser, schedule and epochs are the config's. A resume's ckpt_path then overrides the weights."""
+    if not cfg.get("init_from"):
+        return None
+    net = initial_network(str(cfg.init_from), OmegaConf.to_container(cfg.model.net, resolve=True))
+    with open_dict(cfg):
+        cfg.model.net = net
+    log.info("starting from the weights of %s", cfg.init_from)
+    return load_checkpoint(cfg.init_from)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -28,7 +42,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
+    initial = start_from(cfg)
     model: L.LightningModule = instantiate(cfg.model)
+    if initial is not None:
+        model.load_state_dict(initial["state_dict"])
     resume_from = str(resume_checkpoint(cfg.ckpt_path)) if cfg.ckpt_path else None
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     trainer = build_trainer(cfg, loggers)
