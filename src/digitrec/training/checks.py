@@ -84,7 +84,7 @@ def check_lightning_components(cfg: DictConfig) -> None:
     check_trainer(cfg.trainer)
     net = OmegaConf.to_container(cfg.model.net, resolve=True) if "model" in cfg else None
     if cfg.get("init_from") and net is not None:
-        net = initial_network(str(cfg.init_from), net)
+        _, net = initial_network(str(cfg.init_from), net)
     if cfg.get("ckpt_path") and net is not None:
         check_resume(str(cfg.ckpt_path), net)
 
@@ -101,18 +101,20 @@ def check_resume(ckpt_path: str, net: dict[str, Any]) -> None:
     check_same_network(ckpt_path, checkpoint["hyper_parameters"], net)
 
 
-def initial_network(init_from: str, configured_net: dict[str, Any]) -> dict[str, Any]:
-    """The network record a run started with init_from=CKPT trains: the checkpoint's. A network
-    configured away from the default (model/net=cnn, model.net.hidden_sizes=..., an experiment's)
-    must be that same network, or the weights would not fit it: one line says which setting differs."""
+def initial_network(init_from: str, configured_net: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint a run started with init_from=CKPT starts from, and the network record it trains:
+    the checkpoint's. A network configured away from the default (model/net=cnn,
+    model.net.hidden_sizes=..., an experiment's) must be that same network, or the weights would not
+    fit it: one line says which setting differs."""
     if is_url(init_from):
         raise DigitrecError(
             f"init_from={init_from} is a URL: digitrec starts only from local files it can check first; download it, then pass the file"
         )
-    saved = load_checkpoint(init_from)["hyper_parameters"]["net"]
+    checkpoint = load_checkpoint(init_from)
+    saved = checkpoint["hyper_parameters"]["net"]
     if with_defaults(configured_net) != with_defaults(DEFAULT_NET):
         check_same_network(init_from, {"net": saved}, configured_net, what="start from it")
-    return saved
+    return checkpoint, saved
 
 
 def check_same_network(ckpt_path: str, hyper_parameters: dict[str, Any], configured_net: dict[str, Any], what: str = "resume") -> None:

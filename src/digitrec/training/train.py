@@ -29,11 +29,11 @@ def start_from(cfg: DictConfig) -> dict[str, Any] | None:
     optimiser, schedule and epochs are the config's. A resume's ckpt_path then overrides the weights."""
     if not cfg.get("init_from"):
         return None
-    net = initial_network(str(cfg.init_from), OmegaConf.to_container(cfg.model.net, resolve=True))
+    checkpoint, net = initial_network(str(cfg.init_from), OmegaConf.to_container(cfg.model.net, resolve=True))
     with open_dict(cfg):
         cfg.model.net = net
     log.info("starting from the weights of %s", cfg.init_from)
-    return load_checkpoint(cfg.init_from)
+    return checkpoint
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
