@@ -431,6 +431,15 @@ def test_with_p_0_no_image_is_warped(mnist):
         torch.testing.assert_close(out, images.float() / 255, atol=1e-5, rtol=0)
 
 
+def test_the_warps_sampling_grid_is_torchs_affine_grid():
+    from digitrec.data.augment import affine_grid
+
+    matrices = warp(degrees=30.0, shear=20.0, translate=0.2).affine_matrices(50, generator(1), torch.device("cpu"))
+    for size in (28, 9):
+        expected = torch.nn.functional.affine_grid(matrices, [50, 1, size, size], align_corners=False)
+        torch.testing.assert_close(affine_grid(matrices, size), expected, atol=1e-6, rtol=0)
+
+
 def test_a_warp_is_seeded_by_its_generator(mnist):
     images = mnist.train_images[:16]
     elastic = warp(elastic_alpha=34.0)

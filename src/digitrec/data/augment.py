@@ -21,6 +21,22 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator, device
     return torch.rand(n, generator=generator, device=device) * (high - low) + low
 
 
+def affine_grid(matrices: torch.Tensor, size: int) -> torch.Tensor:
+    """F.affine_grid(matrices, [n, 1, size, size], align_corners=False), as six broadcast multiply-adds.
+
+    The same sampling grid (to float rounding) at a fraction of the cost: affine_grid multiplies every
+    pixel's (x, y, 1) by the matrix in a batched matmul of inner size 3, which on a CPU took over half
+    of the whole warp (make bench, "Augmentation")."""
+    centres = (torch.arange(size, device=matrices.device, dtype=matrices.dtype) * 2 + 1) / size - 1  # pixel centres in [-1, 1]
+    x, y = centres.view(1, 1, size), centres.view(1, size, 1)
+    m = matrices.view(-1, 6, 1, 1)
+    grid = torch.empty(len(matrices), size, size, 2, device=matrices.device, dtype=matrices.dtype)
+    # Each output coordinate is (a row's part) + (a column's part): small tensors, one full-size add each.
+    torch.add(m[:, 0] * x + m[:, 2], m[:, 1] * y, out=grid[..., 0])
+    torch.add(m[:, 3] * x + m[:, 5], m[:, 4] * y, out=grid[..., 1])
+    return grid
+
+
 class RandomWarp:
     """Random rotation, scale, shear and translation per image, plus elastic distortion as in
     Simard et al. 2003 (a random displacement field smoothed by a Gaussian of `elastic_sigma` pixels,
@@ -103,7 +119,7 @@ class RandomWarp:
         x = images.reshape(n, 1, size, size)
         x = as_unit_float(x)
         matrices, keep = self._affine_and_kept(n, generator, x.device)
-        grid = F.affine_grid(matrices, [n, 1, size, size], align_corners=False)
+        grid = affine_grid(matrices, size)
         if self.elastic_alpha > 0:
             field = self.elastic_field(n, size, generator, x.device)
             if keep is not None:  # no elastic distortion either for the images p leaves as they are
