@@ -23,6 +23,24 @@ def test_shapes_and_layers():
     assert model(torch.zeros(3, 784)).shape == (3, 10)
 
 
+def test_pool_first_pools_before_the_norm_and_activation_and_rebuilds_from_its_record(tmp_path):
+    from digitrec.nets import CNN
+
+    layer_kinds = lambda net: [type(m).__name__ for m in net.features]  # noqa: E731
+    assert layer_kinds(CNN(channels=[4, 8], convs_per_block=2))[:7] == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    first = CNN(channels=[4, 8], convs_per_block=2, pool_first=True)
+    assert layer_kinds(first)[:6] == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "MaxPool2d", "BatchNorm2d"]
+    assert first(torch.zeros(3, 28, 28)).shape == (3, 10)
+    # The setting is part of the checkpoint's record: the file alone rebuilds the same layers.
+    record = {"_target_": "digitrec.nets.CNN", "channels": [4, 8], "hidden_size": 16, "pool_first": True}
+    model = DigitClassifier(net=record).eval()
+    export_model(model, tmp_path / "model.ckpt")
+    loaded = load_model(tmp_path / "model.ckpt")
+    assert layer_kinds(loaded.net) == layer_kinds(model.net)
+    images = torch.rand(4, 28, 28)
+    torch.testing.assert_close(loaded(images), model(images))
+
+
 def test_uint8_and_unit_float_inputs_agree():
     model = DigitClassifier().eval()
     images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)

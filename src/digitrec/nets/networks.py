@@ -91,7 +91,12 @@ class CNN(nn.Module):
     """A small convolutional net in the spirit of LeNet-5 and PyTorch's MNIST example: per width in
     `channels`, two 3x3 convolutions (or one `kernel_size` one with `convs_per_block: 1`) with
     normalisation and activation, then 2x2 max pooling; then a hidden fully connected layer with
-    dropout, and the classes."""
+    dropout, and the classes.
+
+    `pool_first: true` pools right after each block's last convolution, before its normalisation and
+    activation (as CPU/GPU speed-run nets do): they then work on a quarter of the pixels, which halves a
+    training step on a CPU. Max-pooling commutes with ReLU, so only the BatchNorm statistics differ
+    (taken after pooling): a slightly different model, not an approximation of the other order."""
 
     def __init__(
         self,
@@ -105,21 +110,25 @@ class CNN(nn.Module):
         activation: str = "relu",
         mean: float = MNIST_MEAN,
         std: float = MNIST_STD,
+        pool_first: bool = False,
     ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
         layers: list[nn.Module] = []
         width, size = 1, IMAGE_SIZE
         for out in channels:
-            for _ in range(convs_per_block):
+            for index in range(convs_per_block):
                 layers.append(nn.Conv2d(width, out, kernel_size, padding=kernel_size // 2, bias=norm == "none"))
+                if pool_first and index == convs_per_block - 1:
+                    layers.append(nn.MaxPool2d(2))
                 if norm == "batch":
                     layers.append(nn.BatchNorm2d(out))
                 elif norm == "layer":
                     layers.append(nn.GroupNorm(1, out))  # LayerNorm over channels and positions
                 layers.append(ACTIVATIONS[activation]())
                 width = out
-            layers.append(nn.MaxPool2d(2))
+            if not pool_first:
+                layers.append(nn.MaxPool2d(2))
             size //= 2
         self.features = nn.Sequential(*layers)
         head: list[nn.Module] = [nn.Flatten(), nn.Linear(width * size * size, hidden_size), ACTIVATIONS[activation]()]
