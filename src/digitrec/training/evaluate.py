@@ -51,6 +51,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     for logger in loggers:  # the matrix itself is drawn by the test_figures callback
         logger.log_metrics({f"test/acc_digit_{d}": acc for d, acc in per_digit.items()}, step=trainer.global_step)
+        # trainer.test has finalized the loggers already: without a flush these late values may still
+        # sit in the TensorBoard writer's queue when the process exits (seen on a loaded machine).
+        logger.save()
     files = getattr(datamodule, "test_files", None)
     if files is not None:
         wrong = (predicted != labels).nonzero().flatten().tolist()
