@@ -118,11 +118,17 @@ def font_digit(digit: int, font: str, rng: np.random.Generator) -> Image.Image:
     glyph = Image.new("L", (size * 2, size * 2), 0)
     ImageDraw.Draw(glyph).text((size // 2, size // 4), str(digit), fill=255, font=load_font(font, size))
     glyph = glyph.crop(glyph.getbbox()).rotate(rng.uniform(-6, 6), Image.Resampling.BICUBIC, expand=True)
-    width, height = (int(max(glyph.size) * rng.uniform(1.4, 3.0)) for _ in range(2))
+    return on_paper(glyph, rng, margin=(1.4, 3.0), palest_paper=200, darkest_ink=80)
+
+
+def on_paper(glyph: Image.Image, rng: np.random.Generator, margin: tuple[float, float], palest_paper: float, darkest_ink: float) -> Image.Image:
+    """A white-on-black glyph as dark ink on tinted paper: off-centre on a canvas `margin` times its
+    size, paper between palest_paper and 250 (less a tint per channel), ink up to darkest_ink, and noise."""
+    width, height = (int(max(glyph.size) * rng.uniform(*margin)) for _ in range(2))
     canvas = Image.new("L", (width, height), 0)
     canvas.paste(glyph, (int(rng.uniform(0, width - glyph.width)), int(rng.uniform(0, height - glyph.height))))
     alpha = np.asarray(canvas, dtype=np.float32)[..., None] / 255.0
-    paper, ink = rng.uniform(200, 250) - rng.uniform(0, 30, size=3), rng.uniform(0, 80, size=3)
+    paper, ink = rng.uniform(palest_paper, 250) - rng.uniform(0, 30, size=3), rng.uniform(0, darkest_ink, size=3)
     pixels = paper * (1 - alpha) + ink * alpha + rng.normal(0, 3, size=(*alpha.shape[:2], 3))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from benchmarks.foreign_set import FONT_DIRS, encoded, load_font
+from benchmarks.foreign_set import FONT_DIRS, encoded, load_font, on_paper
 
 # Per digit in the test folder, by the same writers.
 TEST_PER_DIGIT = 100
@@ -67,13 +67,7 @@ def written_digit(digit: int, font: str, style: dict[str, float], rng: np.random
     for _ in range(int(style["weight"])):
         glyph = glyph.filter(ImageFilter.MaxFilter(3))
     glyph = glyph.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.0)))
-    canvas_w, canvas_h = (int(max(glyph.size) * rng.uniform(1.3, 2.0)) for _ in range(2))
-    canvas = Image.new("L", (canvas_w, canvas_h), 0)
-    canvas.paste(glyph, (int(rng.uniform(0, canvas_w - glyph.width)), int(rng.uniform(0, canvas_h - glyph.height))))
-    alpha = np.asarray(canvas, dtype=np.float32)[..., None] / 255.0
-    paper, ink = rng.uniform(195, 250) - rng.uniform(0, 30, size=3), rng.uniform(0, 70, size=3)
-    pixels = paper * (1 - alpha) + ink * alpha + rng.normal(0, 3, size=(*alpha.shape[:2], 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return on_paper(glyph, rng, margin=(1.3, 2.0), palest_paper=195, darkest_ink=70)
 
 
 def write_folder(folder: Path, per_digit: int, writers: list[str], seed: int, stream: int) -> None:
