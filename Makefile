@@ -11,7 +11,7 @@ ARGS ?=
 export DIGITREC_MNIST_DIR ?= $(wildcard $(abspath ../shared/data/mnist))
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train eval sweep experiments search sweep-report test test-fast bench bench-search bench-smoke tensorboard mlflow lint clean
+.PHONY: help install data train eval sweep experiments search sweep-report test test-fast bench bench-search bench-smoke bench-time bench-gpu tensorboard mlflow lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -78,6 +78,15 @@ EPOCHS ?= 5
 
 bench: $(VENV)/.installed ## time digitrec against plain PyTorch loops into benchmarks/results/ (quicker: make bench ROUNDS=1 EPOCHS=2)
 	$(BIN)/python -m benchmarks.bench --rounds $(ROUNDS) --epochs $(EPOCHS) $(ARGS)
+
+# SEED: one seed for every recipe; RECIPES: which (default tutorial speedrun cnn mlp_augmented).
+SEED ?= 12345
+RECIPES ?= default tutorial speedrun cnn mlp_augmented
+bench-time: $(VENV)/.installed ## time to accuracy: val/acc against wall time and the test point per recipe, plot and table into benchmarks/results/ (about 1 hour: cnn and mlp_augmented are long; RECIPES="default speedrun" about 2 min)
+	$(BIN)/python -m benchmarks.time_to_accuracy $(foreach r,$(RECIPES),--recipe $(r)) --seed $(SEED) $(ARGS)
+
+bench-gpu: $(VENV)/.installed ## the speed figures on an NVIDIA GPU (benchmarks/gpu.sh): time to accuracy and epoch time into benchmarks/results/gpu/
+	PYTHON=$(BIN)/python bash benchmarks/gpu.sh
 
 bench-search: $(VENV)/.installed postgresql ## a 20-trial Optuna search on 1 vs 2 workers on one PostgreSQL, and the storages' cost per trial (about 3 min)
 	$(BIN)/python -m benchmarks.search_workers $(ARGS)

@@ -229,7 +229,7 @@ def machine(threads: int | None, device: str) -> dict:
         "device": device,
     }
     if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info |= {"gpu": torch.cuda.get_device_name(torch.device(device)), "cuda": torch.version.cuda}
     return info
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO, find_mnist_dir
 
@@ -83,3 +84,39 @@ def test_markdown_has_the_table_the_ratios_and_the_command(smoke):
     for row in ("epoch, median (min–max)", "per 1,000 samples", "whole process, median", "peak RSS", "test accuracy"):
         assert f"| {row} |" in markdown
     assert "| digitrec / tensor loop |" in markdown and "Arithmetic floor" in markdown
+
+
+@pytest.mark.slow
+def test_time_to_accuracy_records_curves_and_keeps_one_run_per_recipe_and_seed(tmp_path):
+    env = {**os.environ, "DIGITREC_MNIST_DIR": str(find_mnist_dir()), "PYTHONUNBUFFERED": "1"}
+    tiny = ["trainer.max_epochs=2", "trainer.limit_train_batches=5", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+
+    def bench(*recipes: str) -> None:
+        command = [sys.executable, "-m", "benchmarks.time_to_accuracy", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")]
+        command += [f"--recipe={r}" for r in recipes] + ["--seed", "3", *tiny]
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    bench("default", "speedrun")
+    bench("default")  # measured again: replaces the first default run, keeps the speedrun
+    runs = json.loads((tmp_path / "time_to_accuracy.json").read_text())["runs"]
+    assert sorted(r["recipe"] for r in runs) == ["default", "speedrun"]
+    for run in runs:
+        assert run["seed"] == 3 and run["epochs"] == 2 and 0 <= run["test_acc"] <= 1
+        first, second = run["curve"]
+        # Seconds since launch: start-up before the first validation, the test after the last.
+        assert 0 < first["seconds"] < second["seconds"] < run["wall_s"]
+    speedrun = next(r for r in runs if r["recipe"] == "speedrun")
+    assert speedrun["threads"] == 2 and speedrun["command"].startswith("digitrec train experiment=speedrun seed=3")
+    table = (tmp_path / "time_to_accuracy.md").read_text()
+    assert "| default | 3 |" in table and "| speedrun | 3 |" in table and "x default's" in table
+    assert (tmp_path / "time_to_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the script runs the whole measurement")
+def test_the_gpu_script_refuses_a_machine_without_a_gpu_in_one_line():
+    result = subprocess.run(
+        ["bash", "benchmarks/gpu.sh"], cwd=REPO, env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no CUDA GPU" in result.stderr
