@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# For real commands that name a helper module of tests/ (user_nets, ddp_probe, interrupt) in their config.
+TESTS_ON_PATH = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
 
 # A tiny but real training run: 1 epoch on 20 batches of real MNIST, the full official test set.
 TINY_TRAIN = [

@@ -1,19 +1,18 @@
 """Real multi-process training on the CPU (trainer=ddp_cpu: 2 processes, gloo)."""
 
 import json
-import os
 
 import pytest
 import torch
 
-from conftest import REPO, run_digitrec
+from conftest import TESTS_ON_PATH, run_digitrec
 
 TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2", "progress=lines"]
 
 
 @pytest.mark.slow
 def test_each_process_trains_on_its_own_half_and_metrics_are_reduced(tmp_path, mnist):
-    env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]), "DIGITREC_PROBE_DIR": str(tmp_path)}
+    env = {**TESTS_ON_PATH, "DIGITREC_PROBE_DIR": str(tmp_path)}
     result = run_digitrec(
         "train", "trainer=ddp_cpu", *TINY, "+callbacks.probe._target_=ddp_probe.BatchProbe", "hydra.run.dir=ddp", cwd=tmp_path, env=env
     )

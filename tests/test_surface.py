@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_TRAIN, check_command, run_digitrec
+from conftest import TESTS_ON_PATH, TINY_TRAIN, check_command, run_digitrec
 from digitrec.errors import DigitrecError
 from digitrec.nets.checkpoint import EXPORT_FORMAT, export_model
 from digitrec.training.classifier import load_model
 
-TESTS_ON_PATH = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
 SMALL_CNN = {"_target_": "digitrec.nets.CNN", "channels": [4, 8], "hidden_size": 16, "dropout": 0.0}
 
 

@@ -4,8 +4,9 @@ The splits stay as tensors on the training device. A sampler draws one whole bat
 a time (a seeded permutation per epoch, this process's share of it under DDP), and the dataset
 gathers that batch with one `index_select`: no per-image Python work, no collation. Because the
 loader is a `DataLoader` and its sampler a `DistributedSampler`, Lightning treats it as its own:
-it sets the epoch before each epoch, and it saves and restores the loader's position
-(`state_dict`/`load_state_dict`) in checkpoints, so a resumed run sees the batches it would have seen.
+it sets the epoch before each epoch. The training loader's position is part of the datamodule's
+state in checkpoints (`state_dict`/`load_state_dict`), so a resumed run sees the batches it would
+have seen.
 """
 
 from __future__ import annotations
@@ -99,16 +100,22 @@ def keep_batch(batch: Any) -> Any:
 
 
 class TensorLoader(DataLoader):
-    """A DataLoader of whole tensor batches whose position Lightning saves in checkpoints."""
+    """A DataLoader of whole tensor batches, resumable mid-epoch.
+
+    Its position is saved with the datamodule (MNISTDataModule.state_dict), not here: the two
+    methods below tell Lightning the loader is resumable, which it checks before a mid-epoch resume.
+    """
 
     def __init__(self, split: TensorSplit, sampler: BatchIndexSampler) -> None:
         super().__init__(split, batch_size=None, sampler=sampler, collate_fn=keep_batch)
 
     def state_dict(self) -> dict[str, int]:
-        return self.sampler.state_dict()
+        return {}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.load_state_dict(state)
+        # Checkpoints written before 2026-12-06 kept the position here.
+        if state:
+            self.sampler.load_state_dict(state)
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -132,6 +139,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.augment = augment
         self.train_split = self.val_split = self.test_split = None
         self._train_sampler: BatchIndexSampler | None = None
+        self._resume_position: dict[str, int] | None = None  # a checkpoint's, for the next training loader
         self._augmented_batches = 0
 
     def folder(self) -> Path:
@@ -196,7 +204,20 @@ class MNISTDataModule(L.LightningDataModule):
         sampler = BatchIndexSampler(split, batch_size, shuffle=shuffle, seed=self.seed, pad=shuffle, **shards)
         if shuffle:
             self._train_sampler = sampler
+            if self._resume_position:
+                sampler.load_state_dict(self._resume_position)
+                self._resume_position = None
         return TensorLoader(split, sampler)
+
+    def state_dict(self) -> dict[str, int]:
+        # The training loader's position lives here, not in the loader's own state: Lightning restores
+        # a datamodule before it builds any loader, but never hands its saved state to a training
+        # loader built before the restore, as one is when configure_optimizers sizes a schedule with
+        # trainer.estimated_stepping_batches (Lightning issue #20550).
+        return self._train_sampler.state_dict() if self._train_sampler is not None else {}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_position = dict(state)
 
     def train_dataloader(self) -> DataLoader:
         return self.loader(self.train_split, self.batch_size, shuffle=True)
