@@ -19,7 +19,13 @@ import torch
 from conftest import TESTS_ON_PATH, find_mnist_dir, run_digitrec
 
 # Small, but long enough per epoch that step checkpoints fall inside an epoch.
-RUN = ["trainer.limit_train_batches=30", "trainer.limit_val_batches=2", "progress=lines", "callbacks.model_checkpoint.every_n_train_steps=7"]
+CHECKPOINT_EVERY = 7
+RUN = [
+    "trainer.limit_train_batches=30",
+    "trainer.limit_val_batches=2",
+    "progress=lines",
+    f"callbacks.model_checkpoint.every_n_train_steps={CHECKPOINT_EVERY}",
+]
 
 
 def train(cwd: Path, run_dir: str | None, *args: str) -> subprocess.CompletedProcess:
@@ -109,7 +115,7 @@ def crash_then_resume(cwd: Path, args: list[str], crash_after: int) -> Path:
     )  # fmt: skip
     assert crashed.returncode == 3, crashed.stderr[-3000:]
     last = cwd / "crashed" / "checkpoints" / "last.ckpt"
-    assert state(last)["global_step"] == crash_after // 7 * 7, "the last step checkpoint, inside an epoch"
+    assert state(last)["global_step"] == crash_after // CHECKPOINT_EVERY * CHECKPOINT_EVERY, "the last step checkpoint, inside an epoch"
     train(cwd, None, *args, f"ckpt_path={last}")
     return last
 
