@@ -95,11 +95,10 @@ def test_resume_from_a_mid_epoch_checkpoint_gives_identical_weights(reference):
     assert_same_training_state(cwd / "reference" / "checkpoints" / "last.ckpt", cwd / "steps" / "checkpoints" / "last.ckpt")
 
 
-def test_bf16_the_pool_first_cnn_the_warps_and_one_cycle_resume_mid_epoch_to_identical_weights(tmp_path):
-    # What experiment=speedrun adds to the resume path: bf16 autocast, the pool-first CNN, the affine
-    # warps, AdamW and its one-cycle schedule, batch 256. Without its dropout: a mid-epoch resume
-    # with dropout is not exact today (README, Resume: known gaps).
-    args = ["experiment=speedrun", "trainer.max_epochs=2", "model.net.dropout=0"]
+def test_bf16_the_pool_first_cnn_dropout_the_warps_and_one_cycle_resume_mid_epoch_to_identical_weights(tmp_path):
+    # What experiment=speedrun adds to the resume path: bf16 autocast, the pool-first CNN with its
+    # dropout, the affine warps, AdamW and its one-cycle schedule, batch 256.
+    args = ["experiment=speedrun", "trainer.max_epochs=2"]
     train(tmp_path, "reference", *args)
     last = crash_then_resume(tmp_path, args, crash_after=44)
     assert_same_training_state(tmp_path / "reference" / "checkpoints" / "last.ckpt", last)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import TESTS_ON_PATH, TINY_TRAIN, check_command, run_digitrec
+from digitrec.data.datamodule import batch_generator
 from digitrec.errors import DigitrecError
 from digitrec.nets.checkpoint import EXPORT_FORMAT, export_model
 from digitrec.training.classifier import load_model
@@ -477,7 +478,7 @@ def test_training_batches_are_augmented_with_labels_kept_and_seeded(mnist_env):
     datamodule, _ = training_batches(1, warp(elastic_alpha=34.0), count=0)
     other, _ = training_batches(2, warp(elastic_alpha=34.0), count=0)
     images = first[0][0][0]
-    same = [dm.augment(images, dm.batch_generator(torch.device("cpu"))) for dm in (datamodule, other)]
+    same = [dm.augment(images, batch_generator(dm.batch_key(), torch.device("cpu"))) for dm in (datamodule, other)]
     assert not torch.allclose(same[0], same[1]), "another seed gives other warps of the same images"
 
 

@@ -23,6 +23,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 from digitrec.data.mnist import download_mnist, load_mnist
 
 
+def batch_generator(key: tuple[int, ...], device: torch.device) -> torch.Generator:
+    """A generator for one training batch's warps, seeded by the batch's key (`MNISTDataModule.batch_key`)."""
+    return torch.Generator(device=device).manual_seed(hash(key) % (2**63))
+
+
 class TensorSplit(Dataset):
     """One split held as two tensors, indexed by a whole batch of indices at once."""
 
@@ -140,7 +145,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.train_split = self.val_split = self.test_split = None
         self._train_sampler: BatchIndexSampler | None = None
         self._resume_position: dict[str, int] | None = None  # a checkpoint's, for the next training loader
-        self._augmented_batches = 0
+        self._overfit_batches_seen = 0
 
     def folder(self) -> Path:
         """Where the four MNIST files are: the local copy if one is configured, else the download folder."""
@@ -174,24 +179,29 @@ class MNISTDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         trainer = self.trainer
-        if self.augment is None or trainer is None or not trainer.training:
+        if trainer is None or not trainer.training:
             return batch  # validation, test and prediction always see the images as they are
+        key = self.batch_key()
+        # Dropout draws its masks from torch's global generator. Seeding it from the batch's key too
+        # (tagged 1, so its numbers are not the warps') makes the masks, like the warps, a function
+        # of (seed, epoch, batch, process): a run resumed mid-epoch draws the masks it would have drawn.
+        torch.manual_seed(hash((*key, 1)) % (2**63))
+        if self.augment is None:
+            return batch
         images, labels = batch
-        return self.augment(images, self.batch_generator(images.device)), labels
+        return self.augment(images, batch_generator(key, images.device)), labels
 
-    def batch_generator(self, device: torch.device) -> torch.Generator:
-        """The random numbers of this training batch: seeded by (seed, epoch, batch, process), so the
-        same seed gives the same augmented batches, each process of a DDP run its own, and a run
-        resumed mid-epoch the very batches it would have seen (no generator state to save)."""
+    def batch_key(self) -> tuple[int, int, int, int]:
+        """What this training batch's random numbers are seeded by: (seed, epoch, batch, process); called
+        once per training batch. The same seed gives the same warps and dropout masks, each process of
+        a DDP run its own, and a run resumed mid-epoch the very ones it would have drawn (no generator
+        state to save)."""
         sampler = self._train_sampler
         if sampler is not None:
-            epoch, batch = sampler.epoch, sampler.batches_done
-            rank = sampler.rank
-        else:  # overfit_batches: a stock DataLoader, counted here
-            epoch, batch, rank = 0, self._augmented_batches, 0
-            self._augmented_batches += 1
-        seed = hash((self.seed, epoch, batch, rank)) % (2**63)
-        return torch.Generator(device=device).manual_seed(seed)
+            return self.seed, sampler.epoch, sampler.batches_done, sampler.rank
+        # overfit_batches: a stock DataLoader, its batches counted here
+        self._overfit_batches_seen += 1
+        return self.seed, 0, self._overfit_batches_seen - 1, 0
 
     def loader(self, split: TensorSplit, batch_size: int, shuffle: bool) -> DataLoader:
         trainer = self.trainer
