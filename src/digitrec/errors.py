@@ -15,6 +15,13 @@ class DigitrecError(Exception):
     exit_code = EXIT_USER_ERROR
 
 
+class BadOverride(DigitrecError):
+    """A command-line override that Hydra, OmegaConf or a search cannot take: `bad override: <why>`."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"bad override: {why}")
+
+
 class RunFailed(DigitrecError):
     """A run that started well and then went wrong (diverged, stopped learning): exit code 1,
     and the run's metrics.json says `status: failed` with the reason."""

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from digitrec.config.checks import check_added_keys, check_config, check_writable
 from digitrec.config.naming import study_name
-from digitrec.errors import EXIT_FAILED_RUN, DigitrecError
+from digitrec.errors import EXIT_FAILED_RUN, BadOverride, DigitrecError
 
 # Keys that change neither a job's result nor what a search finds: left out of a study's name.
 UNNAMED_KEYS = ("hparams_search", "logger", "progress", "threads")
@@ -59,7 +59,7 @@ def check_swept_values(config: DictConfig, config_name: str) -> None:
         for overrides in each_value_once(fixed, swept) if swept else []:
             compose(config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        raise DigitrecError(f"bad override: {one_line(err)}") from None
+        raise BadOverride(one_line(err)) from None
 
 
 def each_value_once(fixed: list[str], swept: list[list[str]]) -> list[list[str]]:

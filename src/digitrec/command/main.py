@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from digitrec.errors import EXIT_FAILED_RUN, EXIT_INTERRUPTED, EXIT_USER_ERROR, DigitrecError
+from digitrec.errors import EXIT_FAILED_RUN, EXIT_INTERRUPTED, EXIT_USER_ERROR, BadOverride, DigitrecError
 
 USAGE = """usage: digitrec COMMAND [ARGS...]
 
@@ -75,7 +75,7 @@ def compose(config_name: str, overrides: list[str]):
         with initialize_config_module("digitrec.configs", version_base="1.3"):
             return hydra_compose(config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        raise DigitrecError(f"bad override: {one_line(err)}") from None
+        raise BadOverride(one_line(err)) from None
 
 
 class RunLog:
@@ -218,7 +218,7 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
         message = one_line(err)
         if "submitit" in message:
             message += " (the SLURM launcher is an extra: pip install -e '.[slurm]')"
-        raise DigitrecError(f"bad override: {message}") from None
+        raise BadOverride(message) from None
     except ValueError as err:  # Hydra's check of its own flags, e.g. -m with --cfg
         raise DigitrecError(one_line(err)) from None
     except OSError as err:  # Hydra making a sweep's or a run's folder, or saving its config there

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from digitrec.errors import DigitrecError
+from digitrec.errors import BadOverride, DigitrecError
 from digitrec.sweeps import study
 from digitrec.sweeps.sweep import JobPruned, short_params
 from digitrec.tracking import record
@@ -72,9 +72,7 @@ def distribution(override: Override) -> BaseDistribution:
         return FloatDistribution(start, last, step=step)
     if isinstance(value, IntervalSweep):  # Hydra reads interval ends as floats: range() is for integers
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise DigitrecError(
-        f"bad override: {override.input_line}: an Optuna search takes choice(), range() or interval() (glob and sweeps of lists are for -m)"
-    )
+    raise BadOverride(f"{override.input_line}: an Optuna search takes choice(), range() or interval() (glob and sweeps of lists are for -m)")
 
 
 @dataclass
