@@ -181,15 +181,21 @@ class MNISTDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or not trainer.training:
             return batch  # validation, test and prediction always see the images as they are
-        key = self.batch_key()
-        # Dropout draws its masks from torch's global generator. Seeding it from the batch's key too
-        # (tagged 1, so its numbers are not the warps') makes the masks, like the warps, a function
+        key, device = self.batch_key(), batch[0].device
+        # Dropout draws its masks from the device's global generator. Seeding it from the batch's key
+        # too (tagged 1, so its numbers are not the warps') makes the masks, like the warps, a function
         # of (seed, epoch, batch, process): a run resumed mid-epoch draws the masks it would have drawn.
-        torch.manual_seed(hash((*key, 1)) % (2**63))
+        # Only this device's generator: torch.manual_seed would queue a seed for CUDA as well, with a
+        # stack trace, even on a machine without a GPU, ~0.4 ms a step.
+        dropout_seed = hash((*key, 1)) % (2**63)
+        if device.type == "cpu":
+            torch.default_generator.manual_seed(dropout_seed)
+        else:
+            torch.get_device_module(device).manual_seed(dropout_seed)
         if self.augment is None:
             return batch
         images, labels = batch
-        return self.augment(images, batch_generator(key, images.device)), labels
+        return self.augment(images, batch_generator(key, device)), labels
 
     def batch_key(self) -> tuple[int, int, int, int]:
         """What this training batch's random numbers are seeded by: (seed, epoch, batch, process); called
