@@ -23,9 +23,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 from digitrec.data.mnist import download_mnist, load_mnist
 
 
+def seed_of(key: tuple[int, ...]) -> int:
+    """A generator seed from a tuple of ints (hash() of ints is the same in every process)."""
+    return hash(key) % (2**63)
+
+
 def batch_generator(key: tuple[int, ...], device: torch.device) -> torch.Generator:
     """A generator for one training batch's warps, seeded by the batch's key (`MNISTDataModule.batch_key`)."""
-    return torch.Generator(device=device).manual_seed(hash(key) % (2**63))
+    return torch.Generator(device=device).manual_seed(seed_of(key))
 
 
 class TensorSplit(Dataset):
@@ -187,7 +192,7 @@ class MNISTDataModule(L.LightningDataModule):
         # of (seed, epoch, batch, process): a run resumed mid-epoch draws the masks it would have drawn.
         # Only this device's generator: torch.manual_seed would queue a seed for CUDA as well, with a
         # stack trace, even on a machine without a GPU, ~0.4 ms a step.
-        dropout_seed = hash((*key, 1)) % (2**63)
+        dropout_seed = seed_of((*key, 1))
         if device.type == "cpu":
             torch.default_generator.manual_seed(dropout_seed)
         else:
