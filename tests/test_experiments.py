@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_TRAIN, run_digitrec
+from conftest import REPO, TINY_TRAIN, check_command, run_digitrec
 from digitrec.command.main import compose
-from digitrec.config.checks import check_config
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
 
@@ -23,7 +22,7 @@ def test_each_experiment_is_a_short_global_override_file_that_passes_the_checks(
     text = (REPO / "configs" / "experiment" / f"{name}.yaml").read_text()
     # Short: the recipes with augmentation and a schedule (cnn, mlp_augmented) spell out every value.
     assert text.startswith("# @package _global_\n") and len(text.splitlines()) <= 50
-    check_config(compose("train", [f"experiment={name}"]))
+    check_command([f"experiment={name}"], until="config")  # sets the HydraConfig that paths.* read
 
 
 def test_the_tutorial_experiment_is_the_tutorial():
