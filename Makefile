@@ -82,7 +82,7 @@ bench: $(VENV)/.installed ## time digitrec against plain PyTorch loops into benc
 # SEED: one seed for every recipe; RECIPES: which (default tutorial speedrun cnn mlp_augmented).
 SEED ?= 12345
 RECIPES ?= default tutorial speedrun cnn mlp_augmented
-bench-time: $(VENV)/.installed ## time to accuracy: val/acc against wall time and the test point per recipe, plot and table into benchmarks/results/ (about 45 min on 2 cores, cnn 15 and mlp_augmented 26 of them; RECIPES="default speedrun" about 2 min)
+bench-time: $(VENV)/.installed ## time to accuracy: val/acc against wall time and the test point per recipe, plot and table into benchmarks/results/ (about 36 min on 2 cores, cnn 13.5 and mlp_augmented 21 of them; RECIPES="default speedrun" about 2 min)
 	$(BIN)/python -m benchmarks.time_to_accuracy $(foreach r,$(RECIPES),--recipe $(r)) --seed $(SEED) $(ARGS)
 
 bench-gpu: $(VENV)/.installed ## the speed figures on an NVIDIA GPU (benchmarks/gpu.sh): time to accuracy and epoch time into benchmarks/results/gpu/
